@@ -1,0 +1,3 @@
+from hubbub.cli import main
+
+raise SystemExit(main())

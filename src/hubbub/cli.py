@@ -1,0 +1,141 @@
+"""Command line: ``hubbub serve | token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from hubbub import __version__
+from hubbub.api.app import create_app
+from hubbub.auth import DEV_ACCESS_KEY, client_audience, mint_client_token
+from hubbub.config import ServiceConfig
+
+__all__ = ["main"]
+
+log = logging.getLogger("hubbub")
+
+
+def _keys(args: argparse.Namespace) -> tuple[str, ...]:
+    primary = args.access_key or os.environ.get("HUBBUB_ACCESS_KEY") or DEV_ACCESS_KEY
+    secondary = args.secondary_key or os.environ.get("HUBBUB_SECONDARY_KEY")
+    return (primary, secondary) if secondary else (primary,)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = ServiceConfig(host=args.host, port=args.port, access_keys=_keys(args))
+    except ValueError as exc:
+        print(f"hubbub: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is optional
+        pass
+    return asyncio.run(_run(config, demo=getattr(args, "demo", False)))
+
+
+def _demo_banner(config: ServiceConfig, host: str) -> None:
+    endpoint = f"http://{host}:{config.port}"
+    roles = ("webpubsub.joinLeaveGroup", "webpubsub.sendToGroup")
+    token = mint_client_token(config.primary_key, client_audience(endpoint, "demo"), user_id="alice", roles=roles)
+    print("\nTry it:", flush=True)
+    print(f"  client URL (hub 'demo', user 'alice'): ws://{host}:{config.port}/client/hubs/demo?access_token={token}")
+    print("  e.g. connect with subprotocol json.webpubsub.azure.v1 and send "
+          '{"type":"joinGroup","group":"g","ackId":1}')
+    print("  then broadcast from an app server with azure-messaging-webpubsubservice:")
+    print("    WebPubSubServiceClient.from_connection_string(<connection string>, hub='demo')"
+          ".send_to_all('hello', content_type='text/plain')")
+    print("Ctrl-C stops.", flush=True)
+
+
+async def _run(config: ServiceConfig, demo: bool = False) -> int:
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        print(f"hubbub: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    host = "localhost" if config.host in ("127.0.0.1", "::1", "localhost") else config.host
+    print(f"hubbub {__version__}: Web PubSub on http://{host}:{config.port}", flush=True)
+    print(f"  connection string: {config.connection_string(host)}", flush=True)
+    if config.primary_key == DEV_ACCESS_KEY:
+        print("  (well-known development key: loopback only)", flush=True)
+    if demo:
+        _demo_banner(config, host)
+    await stop.wait()
+    print("hubbub: shutting down", flush=True)
+    await runner.cleanup()
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    key = _keys(args)[0]
+    endpoint = args.endpoint.rstrip("/")
+    token = mint_client_token(
+        key, client_audience(endpoint, args.hub), user_id=args.user, roles=args.role or (),
+        groups=args.group or (), minutes_to_expire=args.minutes,
+    )
+    ws = "ws" + endpoint[4:] if endpoint.startswith("http") else endpoint
+    print(f"{ws}/client/hubs/{args.hub}?access_token={token}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hubbub", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"hubbub {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def keys(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--access-key", help="primary access key (env HUBBUB_ACCESS_KEY; default: the dev key)")
+        p.add_argument("--secondary-key", help="secondary access key (env HUBBUB_SECONDARY_KEY)")
+
+    serve = sub.add_parser("serve", help="run the service")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="Web PubSub port (default 8080)")
+    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    keys(serve)
+    serve.set_defaults(func=_serve)
+
+    demo = sub.add_parser("demo", help="run the service and print a ready-to-use client URL")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--log-level", default="INFO")
+    keys(demo)
+    demo.set_defaults(func=_serve, demo=True)
+
+    token = sub.add_parser("token", help="print a client access URL")
+    token.add_argument("--hub", required=True)
+    token.add_argument("--user", help="user id (token 'sub')")
+    token.add_argument("--role", action="append", help="role, repeatable (e.g. webpubsub.joinLeaveGroup)")
+    token.add_argument("--group", action="append", help="group to join on connect, repeatable")
+    token.add_argument("--minutes", type=int, default=60, help="lifetime in minutes (default 60)")
+    token.add_argument("--endpoint", default="http://localhost:8080", help="service endpoint")
+    keys(token)
+    token.set_defaults(func=_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args))

@@ -1,0 +1,62 @@
+"""Encode once, write many.
+
+A :class:`~hubbub.protocols.events.DataMessage` is encoded and framed once per
+codec; every connection of that codec gets the very same bytes object. Delivery
+is a plain synchronous loop: it never awaits a socket and never spawns tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from hubbub.core.session import Session
+from hubbub.filters import Filter
+from hubbub.protocols.base import Codec
+from hubbub.protocols.events import DataMessage
+from hubbub.protocols.framing import OP_BINARY, OP_TEXT, frame
+
+__all__ = ["deliver", "frame_for"]
+
+
+def frame_for(codec: Codec, message: DataMessage) -> bytes:
+    payload, is_text = codec.encode_data(message)
+    return frame(payload, OP_TEXT if is_text else OP_BINARY)
+
+
+def deliver(
+    message: DataMessage,
+    sessions: Iterable[Session],
+    *,
+    excluded: Collection[str] = (),
+    filter: Filter | None = None,
+    skip: str | None = None,
+) -> int:
+    """Write ``message`` to every matching session; return how many got it.
+
+    Args:
+        excluded: connection ids that must not receive it (REST ``excluded``).
+        filter: OData filter a connection must match.
+        skip: one more connection id to leave out (``noEcho`` sender).
+    """
+    # per codec: a finished frame, or (reliable codecs) the body each connection stamps
+    cache: dict[int, bytes] = {}
+    count = 0
+    for session in sessions:
+        sid = session.id
+        if sid == skip or (excluded and sid in excluded):
+            continue
+        if filter is not None and not filter.matches(session.user_id, sid, session.groups):
+            continue
+        codec = session.codec
+        key = id(codec)
+        data = cache.get(key)
+        if codec.reliable:
+            if data is None:
+                data = cache[key] = codec.message_body(message)
+            session.write_sequenced(data)
+        else:
+            if data is None:
+                data = cache[key] = frame_for(codec, message)
+            session.write_frame(data)
+        count += 1
+    return count

@@ -1,0 +1,159 @@
+"""One client connection's server-side state.
+
+The transport (the only code touching sockets) hands a :class:`Link` to the
+session; everything above writes ready-made frames through it and never awaits.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol
+
+from hubbub.auth import Permissions
+from hubbub.protocols.base import Codec, Encoded
+from hubbub.protocols.events import DataMessage
+from hubbub.protocols.framing import OP_BINARY, OP_TEXT, frame
+from hubbub.protocols.reliable import ReliableState
+
+__all__ = ["MAX_REMEMBERED_ACK_IDS", "SLOW_CLIENT_BUFFER_BYTES", "Link", "Session", "new_connection_id"]
+
+log = logging.getLogger("hubbub.session")
+
+#: A connection whose unsent bytes exceed this is closed as a slow client.
+SLOW_CLIENT_BUFFER_BYTES = 16 * 1024 * 1024
+#: How many processed ``ackId``s a connection remembers for ``Duplicate`` detection.
+MAX_REMEMBERED_ACK_IDS = 10_000
+
+
+class Link(Protocol):
+    """What a session needs from its transport."""
+
+    def write(self, data: bytes) -> None:
+        """Queue an already framed WebSocket frame; never blocks."""
+
+    def buffered(self) -> int:
+        """Bytes queued but not yet handed to the kernel."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Start closing (close frame, then TCP close); idempotent, never blocks."""
+
+
+def new_connection_id() -> str:
+    """Opaque, URL-path safe, globally unique (128 random bits, base64url)."""
+    return secrets.token_urlsafe(16)
+
+
+class Session:
+    __slots__ = (
+        "_ack_order",
+        "acked",
+        "claims",
+        "closed",
+        "codec",
+        "connection_state",
+        "groups",
+        "hub",
+        "id",
+        "link",
+        "permissions",
+        "reconnection_token",
+        "reliable",
+        "subprotocol",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        hub: str,
+        codec: Codec,
+        link: Link | None,
+        *,
+        user_id: str | None = None,
+        roles: Iterable[str] = (),
+        subprotocol: str | None = None,
+        claims: dict[str, list[str]] | None = None,
+        connection_id: str | None = None,
+    ) -> None:
+        self.id = connection_id or new_connection_id()
+        self.hub = hub
+        self.user_id = user_id
+        self.codec = codec
+        self.link = link
+        self.subprotocol = subprotocol
+        self.permissions = Permissions(roles)
+        self.groups: set[str] = set()
+        self.claims = claims or {}
+        self.connection_state: str | None = None
+        self.acked: set[int] = set()
+        self._ack_order: deque[int] = deque()
+        self.closed = False
+        self.reliable = ReliableState() if codec.reliable else None
+        self.reconnection_token = secrets.token_urlsafe(24) if codec.reliable else None
+
+    def __repr__(self) -> str:
+        return f"<Session {self.hub}/{self.id} user={self.user_id!r}>"
+
+    # -- writing ------------------------------------------------------------------
+
+    def write_frame(self, data: bytes) -> None:
+        """Write a complete frame, closing the connection if the client cannot keep up."""
+        link = self.link
+        if self.closed or link is None:
+            return
+        if link.buffered() > SLOW_CLIENT_BUFFER_BYTES:
+            log.warning("closing slow client %s/%s: send buffer over %d bytes", self.hub, self.id,
+                        SLOW_CLIENT_BUFFER_BYTES)
+            self.close(1008, "SlowClient")
+            return
+        link.write(data)
+
+    def push(self, encoded: Encoded | None) -> None:
+        if encoded is not None:
+            payload, is_text = encoded
+            self.write_frame(frame(payload, OP_TEXT if is_text else OP_BINARY))
+
+    def write_sequenced(self, body: bytes) -> None:
+        """Reliable connections: stamp a shared message body, keep it for replay, write it.
+
+        While the connection is down (``link`` is None) the frame is only kept.
+        """
+        state = self.reliable
+        assert state is not None
+        if self.closed:
+            return
+        sequence_id = state.stamp()
+        data = frame(self.codec.stamp(body, sequence_id), OP_TEXT)
+        if not state.record(sequence_id, data):
+            log.warning("closing %s/%s: reliable buffer full (%d messages, %d bytes unacknowledged)",
+                        self.hub, self.id, state.pending_count, state.pending_bytes)
+            self.close(1008, "The reliable message buffer is full")
+            return
+        self.write_frame(data)
+
+    def push_data(self, message: DataMessage) -> None:
+        """Send one data message to this connection alone (reply to a user event, ...)."""
+        if self.reliable is not None:
+            self.write_sequenced(self.codec.message_body(message))
+        else:
+            self.push(self.codec.encode_data(message))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if not self.closed:
+            self.closed = True
+            if self.link is not None:
+                self.link.close(code, reason)
+
+    # -- ack ids ------------------------------------------------------------------
+
+    def remember_ack(self, ack_id: int) -> bool:
+        """Record a processed ``ackId``; False if it was processed before (``Duplicate``)."""
+        if ack_id in self.acked:
+            return False
+        self.acked.add(ack_id)
+        self._ack_order.append(ack_id)
+        if len(self._ack_order) > MAX_REMEMBERED_ACK_IDS:
+            self.acked.discard(self._ack_order.popleft())
+        return True

@@ -1,0 +1,69 @@
+"""Reliable-subprotocol bookkeeping as a pure state machine (spec §4.6).
+
+One :class:`ReliableState` per reliable connection. It stamps outgoing data
+messages with strictly increasing sequence ids (from 1), keeps every stamped
+frame until the client's cumulative ``sequenceAck`` covers it, and answers
+"what must be resent" when the client resumes. No I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+__all__ = ["MAX_BUFFERED_BYTES", "MAX_BUFFERED_MESSAGES", "ReliableState"]
+
+MAX_BUFFERED_MESSAGES = 1000
+MAX_BUFFERED_BYTES = 16 * 1024 * 1024
+
+
+class ReliableState:
+    __slots__ = ("_bytes", "_pending", "acked", "max_bytes", "max_messages", "next_id", "overflowed")
+
+    def __init__(self, max_messages: int = MAX_BUFFERED_MESSAGES, max_bytes: int = MAX_BUFFERED_BYTES) -> None:
+        self.next_id = 1
+        self.acked = 0
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._pending: deque[tuple[int, bytes]] = deque()
+        self._bytes = 0
+        self.overflowed = False
+
+    def stamp(self) -> int:
+        """Reserve the next sequence id."""
+        sequence_id = self.next_id
+        self.next_id += 1
+        return sequence_id
+
+    def record(self, sequence_id: int, data: bytes) -> bool:
+        """Keep a sent frame until it is acknowledged; False once the buffer overflowed.
+
+        An overflowed session cannot be recovered: the caller closes it with 1008.
+        """
+        self._pending.append((sequence_id, data))
+        self._bytes += len(data)
+        if len(self._pending) > self.max_messages or self._bytes > self.max_bytes:
+            self.overflowed = True
+        return not self.overflowed
+
+    def ack(self, sequence_id: int) -> None:
+        """Cumulative acknowledgement: everything up to ``sequence_id`` was received."""
+        if sequence_id <= self.acked:
+            return
+        self.acked = min(sequence_id, self.next_id - 1)
+        pending = self._pending
+        while pending and pending[0][0] <= self.acked:
+            self._bytes -= len(pending.popleft()[1])
+        if self.overflowed and len(pending) <= self.max_messages and self._bytes <= self.max_bytes:
+            self.overflowed = False
+
+    def unacked(self) -> list[bytes]:
+        """Frames to resend after a resume, in order."""
+        return [data for _, data in self._pending]
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes

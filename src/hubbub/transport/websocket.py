@@ -1,0 +1,182 @@
+"""The client WebSocket endpoint: the only module that touches client sockets.
+
+aiohttp parses HTTP, performs the upgrade and reads frames (its reader is
+C-accelerated); writes go straight to the asyncio transport as frames that were
+built once for every recipient (see :mod:`hubbub.core.fanout`). We negotiate no
+extension, so those pre-built frames are valid on every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+from aiohttp import WSMsgType, web
+
+from hubbub.auth import InvalidToken, parse_bearer, verify_client_token
+from hubbub.config import ServiceConfig
+from hubbub.core.dispatch import Dispatcher
+from hubbub.core.node import Node
+from hubbub.core.session import Session
+from hubbub.errors import HubbubError
+from hubbub.protocols import negotiate
+from hubbub.protocols.events import Connected
+from hubbub.validation import check_hub
+
+__all__ = ["ClientEndpoint"]
+
+log = logging.getLogger("hubbub.websocket")
+
+
+class AiohttpLink:
+    """:class:`~hubbub.core.session.Link` over an upgraded aiohttp connection."""
+
+    __slots__ = ("_closing", "_transport", "_ws")
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+        self._ws = ws
+        self._transport = transport
+        self._closing: asyncio.Task[bool] | None = None
+
+    def write(self, data: bytes) -> None:
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def buffered(self) -> int:
+        return self._transport.get_write_buffer_size()
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing is None:
+            message = reason.encode("utf-8")[:120]
+            self._closing = asyncio.ensure_future(self._ws.close(code=code, message=message))
+
+
+def _offered_subprotocols(request: web.Request) -> list[str]:
+    raw = request.headers.getall("Sec-WebSocket-Protocol", [])
+    return [p.strip() for header in raw for p in header.split(",") if p.strip()]
+
+
+def _reject(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message)
+
+
+class ClientEndpoint:
+    """``/client/hubs/{hub}`` and ``/client/?hub=`` (spec §4.1)."""
+
+    def __init__(self, config: ServiceConfig, node: Node, dispatcher: Dispatcher) -> None:
+        self.config = config
+        self.node = node
+        self.dispatcher = dispatcher
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        hub = request.match_info.get("hub") or request.query.get("hub", "")
+        try:
+            check_hub(hub)
+        except HubbubError as exc:
+            return _reject(400, exc.message)
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return _reject(400, "Bad Request: this endpoint only accepts WebSocket upgrades.")
+        if "awps_connection_id" in request.query:
+            return await self._recover(request, hub)
+        token = request.query.get("access_token") or parse_bearer(request.headers.get("Authorization"))
+        if not token:
+            return _reject(401, "Unauthorized: no access token (query 'access_token' or 'Authorization').")
+        try:
+            identity = verify_client_token(token, self.config.access_keys, hub)
+        except InvalidToken as exc:
+            log.info("rejected a connection to hub %s: %s", hub, exc.message)
+            return _reject(401, f"Unauthorized: {exc.message}")
+
+        subprotocol, codec = negotiate(_offered_subprotocols(request))
+        ws, link = await self._upgrade(request, subprotocol)
+        session = Session(
+            hub,
+            codec,
+            link,
+            user_id=identity.user_id,
+            roles=identity.roles,
+            subprotocol=subprotocol,
+            claims=identity.claims,
+        )
+        self.node.attach(session, identity.groups)
+        session.push(codec.encode_connected(Connected(session.id, session.user_id, session.reconnection_token)))
+        await self._serve(ws, link, session)
+        return ws
+
+    async def _upgrade(self, request: web.Request, subprotocol: str | None) -> tuple[web.WebSocketResponse,
+                                                                                       AiohttpLink]:
+        ws = web.WebSocketResponse(
+            protocols=(subprotocol,) if subprotocol else (),
+            max_msg_size=self.config.max_frame_bytes,
+            compress=False,
+            heartbeat=self.config.keepalive_seconds,
+        )
+        await ws.prepare(request)
+        transport = request.transport
+        assert transport is not None and isinstance(transport, asyncio.Transport)
+        return ws, AiohttpLink(ws, transport)
+
+    async def _recover(self, request: web.Request, hub: str) -> web.StreamResponse:
+        """Resume a reliable session (spec §4.6); 1008 when it cannot be resumed."""
+        connection_id = request.query.get("awps_connection_id", "")
+        token = request.query.get("awps_reconnection_token", "")
+        session = self.node.session(hub, connection_id)
+        offered = _offered_subprotocols(request)
+        usable = (
+            session is not None
+            and session.reliable is not None
+            and not session.closed
+            and session.reconnection_token is not None
+            and hmac.compare_digest(session.reconnection_token, token)
+            and session.subprotocol in offered
+        )
+        subprotocol = session.subprotocol if usable and session else (offered[0] if offered else None)
+        ws, link = await self._upgrade(request, subprotocol)
+        if not usable or session is None or session.reliable is None:
+            log.info("hub %s: connection %s cannot be recovered", hub, connection_id)
+            await ws.close(code=1008, message=b"The session cannot be recovered")
+            return ws
+        self.node.resume(session, link)
+        session.push(session.codec.encode_connected(
+            Connected(session.id, session.user_id, session.reconnection_token)))
+        for data in session.reliable.unacked():
+            link.write(data)
+        await self._serve(ws, link, session)
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, link: AiohttpLink, session: Session) -> None:
+        reason: str | None = None
+        try:
+            reason = await self._read_loop(ws, session)
+        finally:
+            if session.link is link:  # else a resumed connection took the session over
+                clean = ws.close_code in (1000, 1001) and reason is None
+                if session.reliable is not None and not session.closed and not clean:
+                    self.node.suspend(session, self.config.reliable_retention_seconds)
+                else:
+                    session.closed = True
+                    self.node.detach(session, reason)
+
+    async def _read_loop(self, ws: web.WebSocketResponse, session: Session) -> str | None:
+        decode = session.codec.decode
+        handle = self.dispatcher.handle
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                data: bytes | str = msg.data
+                is_text = True
+            elif msg.type is WSMsgType.BINARY:
+                data, is_text = msg.data, False
+            else:
+                break
+            try:
+                request = decode(data, is_text)
+            except HubbubError as exc:
+                log.info("closing %s: %s", session, exc.message)
+                session.closed = True
+                await ws.close(code=exc.close_code, message=exc.message.encode("utf-8")[:120])
+                return exc.message
+            await handle(session, request)
+        if ws.close_code == 1009:
+            return f"Message too big: the limit is {self.config.max_frame_bytes} bytes"
+        return None

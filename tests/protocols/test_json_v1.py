@@ -1,0 +1,160 @@
+"""json.webpubsub.azure.v1: golden bytes in both directions, no event loop."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hubbub.errors import ProtocolViolation
+from hubbub.protocols import CODECS, SIMPLE, negotiate
+from hubbub.protocols.events import (
+    Ack,
+    CancelInvocation,
+    Connected,
+    DataMessage,
+    DataType,
+    Disconnected,
+    Invoke,
+    JoinGroup,
+    LeaveGroup,
+    Payload,
+    Ping,
+    SendToGroup,
+    SequenceAck,
+    UnsupportedRequest,
+    UserEvent,
+)
+from hubbub.protocols.json_v1 import JsonCodec, JsonReliableCodec
+
+codec = JsonCodec()
+
+
+def dec(obj: object) -> object:
+    return codec.decode(orjson.dumps(obj), True)
+
+
+class TestDecode:
+    def test_join_leave(self) -> None:
+        assert dec({"type": "joinGroup", "group": "g", "ackId": 1}) == JoinGroup("g", 1)
+        assert dec({"type": "leaveGroup", "group": "g"}) == LeaveGroup("g", None)
+
+    def test_send_to_group_data_types(self) -> None:
+        assert dec({"type": "sendToGroup", "group": "g", "dataType": "text", "data": "hé"}) == SendToGroup(
+            "g", Payload(DataType.TEXT, "hé".encode()))
+        assert dec({"type": "sendToGroup", "group": "g", "data": {"a": [1]}, "noEcho": True, "ackId": 7}) == (
+            SendToGroup("g", Payload(DataType.JSON, b'{"a":[1]}'), 7, True))
+        raw = base64.b64encode(b"\x00\xff").decode()
+        assert dec({"type": "sendToGroup", "group": "g", "dataType": "binary", "data": raw}).payload == Payload(
+            DataType.BINARY, b"\x00\xff")
+        assert dec({"type": "sendToGroup", "group": "g", "dataType": "protobuf", "data": raw}).payload == Payload(
+            DataType.PROTOBUF, b"\x00\xff")
+
+    def test_json_null_is_data(self) -> None:
+        assert dec({"type": "event", "event": "e", "dataType": "json", "data": None}) == UserEvent(
+            "e", Payload(DataType.JSON, b"null"))
+
+    def test_other_types(self) -> None:
+        assert dec({"type": "sequenceAck", "sequenceId": 5}) == SequenceAck(5)
+        assert dec({"type": "ping"}) == Ping()
+        assert dec({"type": "invoke", "invocationId": "i", "event": "e", "dataType": "text", "data": "x"}) == Invoke(
+            "i", "e", Payload(DataType.TEXT, b"x"))
+        assert dec({"type": "cancelInvocation", "invocationId": "i"}) == CancelInvocation("i")
+        assert dec({"type": "streamData", "ackId": 3}) == UnsupportedRequest("streamData", ack_id=3)
+
+    def test_binary_frame_with_json_is_accepted(self) -> None:
+        assert codec.decode(b'{"type":"ping"}', False) == Ping()
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            b"not json",
+            b"[1,2]",
+            b'{"group":"g"}',
+            b'{"type":"joinGroup"}',
+            b'{"type":"joinGroup","group":""}',
+            b'{"type":"joinGroup","group":"g","ackId":-1}',
+            b'{"type":"joinGroup","group":"g","ackId":"1"}',
+            b'{"type":"joinGroup","group":"g","ackId":true}',
+            b'{"type":"sendToGroup","group":"g","dataType":"text","data":1}',
+            b'{"type":"sendToGroup","group":"g","dataType":"binary","data":"***"}',
+            b'{"type":"sendToGroup","group":"g","dataType":"weird","data":"x"}',
+            b'{"type":"sendToGroup","group":"g","dataType":"json"}',
+            b'{"type":"sendToGroup","group":"g","data":1,"noEcho":"yes"}',
+            b'{"type":"sequenceAck"}',
+        ],
+    )
+    def test_malformed(self, raw: bytes) -> None:
+        with pytest.raises(ProtocolViolation):
+            codec.decode(raw, True)
+
+    @given(st.binary(max_size=300))
+    def test_arbitrary_bytes_never_crash(self, raw: bytes) -> None:
+        try:
+            codec.decode(raw, True)
+        except ProtocolViolation:
+            pass
+
+    @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                        lambda c: st.lists(c) | st.dictionaries(st.sampled_from(
+                            ["type", "group", "data", "dataType", "ackId", "event", "noEcho"]), c), max_leaves=10))
+    def test_arbitrary_json_never_crashes(self, value: object) -> None:
+        try:
+            codec.decode(json.dumps(value), True)
+        except ProtocolViolation:
+            pass
+
+
+class TestEncode:
+    def test_group_message(self) -> None:
+        m = DataMessage(Payload(DataType.TEXT, b"hi"), group="g", from_user_id="u")
+        assert codec.encode_data(m) == (
+            b'{"type":"message","from":"group","group":"g","fromUserId":"u","dataType":"text","data":"hi"}', True)
+
+    def test_server_message_json_embedded(self) -> None:
+        m = DataMessage(Payload(DataType.JSON, b'{"a": 1}'))
+        assert codec.encode_data(m)[0] == b'{"type":"message","from":"server","dataType":"json","data":{"a": 1}}'
+
+    def test_binary_base64(self) -> None:
+        m = DataMessage(Payload(DataType.BINARY, b"\x00\x01"), group="g")
+        assert orjson.loads(codec.encode_data(m)[0]) == {
+            "type": "message", "from": "group", "group": "g", "dataType": "binary", "data": "AAE="}
+
+    def test_reliable_stamp(self) -> None:
+        rel = JsonReliableCodec()
+        body = rel.message_body(DataMessage(Payload(DataType.TEXT, b"x")))
+        assert orjson.loads(rel.stamp(body, 42))["sequenceId"] == 42
+
+    def test_system_and_ack(self) -> None:
+        assert orjson.loads(codec.encode_connected(Connected("c", None))[0]) == {
+            "type": "system", "event": "connected", "userId": None, "connectionId": "c"}
+        assert orjson.loads(codec.encode_disconnected(Disconnected("bye"))[0]) == {
+            "type": "system", "event": "disconnected", "message": "bye"}
+        assert orjson.loads(codec.encode_ack(Ack(1, False, "Forbidden", "no"))[0]) == {
+            "type": "ack", "ackId": 1, "success": False, "error": {"name": "Forbidden", "message": "no"}}
+        assert codec.encode_ack(Ack(2, True)) == (b'{"type":"ack","ackId":2,"success":true}', True)
+        assert codec.encode_pong() == (b'{"type":"pong"}', True)
+
+
+class TestSimple:
+    def test_frames_are_message_events(self) -> None:
+        assert SIMPLE.decode("hi", True) == UserEvent("message", Payload(DataType.TEXT, b"hi"))
+        assert SIMPLE.decode(b"\x00", False) == UserEvent("message", Payload(DataType.BINARY, b"\x00"))
+
+    def test_raw_payload_out(self) -> None:
+        assert SIMPLE.encode_data(DataMessage(Payload(DataType.JSON, b'"Hello"'))) == (b'"Hello"', True)
+        assert SIMPLE.encode_data(DataMessage(Payload(DataType.BINARY, b"\x01"))) == (b"\x01", False)
+        assert SIMPLE.encode_connected(Connected("c", "u")) is None
+
+
+class TestNegotiate:
+    def test_rules(self) -> None:
+        assert negotiate([]) == (None, SIMPLE)
+        assert negotiate(["custom"]) == ("custom", SIMPLE)
+        name = "json.webpubsub.azure.v1"
+        assert negotiate(["custom", name]) == (name, CODECS[name])
+        assert negotiate(["a", "b"]) == ("a", SIMPLE)
