@@ -46,14 +46,22 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo_banner(config: ServiceConfig, host: str) -> None:
     endpoint = f"http://{host}:{config.port}"
     roles = ("webpubsub.joinLeaveGroup", "webpubsub.sendToGroup")
-    token = mint_client_token(config.primary_key, client_audience(endpoint, "demo"), user_id="alice", roles=roles)
+    token = mint_client_token(
+        config.primary_key, client_audience(endpoint, "demo"), user_id="alice", roles=roles
+    )
     print("\nTry it:", flush=True)
-    print(f"  client URL (hub 'demo', user 'alice'): ws://{host}:{config.port}/client/hubs/demo?access_token={token}")
-    print("  e.g. connect with subprotocol json.webpubsub.azure.v1 and send "
-          '{"type":"joinGroup","group":"g","ackId":1}')
+    print(
+        f"  client URL (hub 'demo', user 'alice'): ws://{host}:{config.port}/client/hubs/demo?access_token={token}"
+    )
+    print(
+        "  e.g. connect with subprotocol json.webpubsub.azure.v1 and send "
+        '{"type":"joinGroup","group":"g","ackId":1}'
+    )
     print("  then broadcast from an app server with azure-messaging-webpubsubservice:")
-    print("    WebPubSubServiceClient.from_connection_string(<connection string>, hub='demo')"
-          ".send_to_all('hello', content_type='text/plain')")
+    print(
+        "    WebPubSubServiceClient.from_connection_string(<connection string>, hub='demo')"
+        ".send_to_all('hello', content_type='text/plain')"
+    )
     print("Ctrl-C stops.", flush=True)
 
 
@@ -89,8 +97,12 @@ def _token(args: argparse.Namespace) -> int:
     key = _keys(args)[0]
     endpoint = args.endpoint.rstrip("/")
     token = mint_client_token(
-        key, client_audience(endpoint, args.hub), user_id=args.user, roles=args.role or (),
-        groups=args.group or (), minutes_to_expire=args.minutes,
+        key,
+        client_audience(endpoint, args.hub),
+        user_id=args.user,
+        roles=args.role or (),
+        groups=args.group or (),
+        minutes_to_expire=args.minutes,
     )
     ws = "ws" + endpoint[4:] if endpoint.startswith("http") else endpoint
     print(f"{ws}/client/hubs/{args.hub}?access_token={token}")
@@ -103,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def keys(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--access-key", help="primary access key (env HUBBUB_ACCESS_KEY; default: the dev key)")
+        p.add_argument(
+            "--access-key", help="primary access key (env HUBBUB_ACCESS_KEY; default: the dev key)"
+        )
         p.add_argument("--secondary-key", help="secondary access key (env HUBBUB_SECONDARY_KEY)")
 
     serve = sub.add_parser("serve", help="run the service")

@@ -63,14 +63,24 @@ def service(server: Server, hub: str) -> WebPubSubServiceClient:
 def make_client(service: WebPubSubServiceClient) -> Iterator[Callable[..., tuple[WebPubSubClient, Recorder]]]:
     clients: list[WebPubSubClient] = []
 
-    def make(user_id: str | None = None, roles: list[str] | None = None, groups: list[str] | None = None,
-             protocol: WebPubSubProtocolType = WebPubSubProtocolType.JSON) -> tuple[WebPubSubClient, Recorder]:
+    def make(
+        user_id: str | None = None,
+        roles: list[str] | None = None,
+        groups: list[str] | None = None,
+        protocol: WebPubSubProtocolType = WebPubSubProtocolType.JSON,
+    ) -> tuple[WebPubSubClient, Recorder]:
         def url() -> str:
             token = service.get_client_access_token(user_id=user_id, roles=roles, groups=groups)
             return str(token["url"])
 
-        client = WebPubSubClient(credential=WebPubSubClientCredential(url), protocol_type=protocol,
-                                 reconnect_retry_total=0, ack_timeout=5, start_timeout=5)
+        client = WebPubSubClient(
+            credential=WebPubSubClientCredential(url),
+            protocol_type=protocol,
+            reconnect_retry_total=0,
+            message_retry_total=0,
+            ack_timeout=5,
+            start_timeout=5,
+        )
         recorder = Recorder(client)
         client.open()
         assert recorder.connected.wait(5)
@@ -83,7 +93,7 @@ def make_client(service: WebPubSubServiceClient) -> Iterator[Callable[..., tuple
 
 
 def test_connected_message_carries_ids(make_client: Any) -> None:
-    client, rec = make_client(user_id="alice")
+    _, rec = make_client(user_id="alice")
     assert rec.connection_id
 
 

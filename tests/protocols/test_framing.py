@@ -5,9 +5,16 @@ import pytest
 from hubbub.protocols.framing import OP_BINARY, OP_TEXT, close_frame, frame
 
 
-@pytest.mark.parametrize(("n", "header"), [(0, b"\x81\x00"), (125, b"\x81\x7d"), (126, b"\x81\x7e\x00\x7e"),
-                                           (65535, b"\x81\x7e\xff\xff"),
-                                           (65536, b"\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00")])
+@pytest.mark.parametrize(
+    ("n", "header"),
+    [
+        (0, b"\x81\x00"),
+        (125, b"\x81\x7d"),
+        (126, b"\x81\x7e\x00\x7e"),
+        (65535, b"\x81\x7e\xff\xff"),
+        (65536, b"\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
+    ],
+)
 def test_length_encodings(n: int, header: bytes) -> None:
     data = frame(b"x" * n, OP_TEXT)
     assert data[: len(header)] == header and len(data) == len(header) + n

@@ -32,8 +32,14 @@ def test_overflow_by_count_and_bytes() -> None:
     assert not s2.record(s2.stamp(), b"x" * 11)
 
 
-@given(st.lists(st.one_of(st.tuples(st.just("send"), st.binary(max_size=8)),
-                          st.tuples(st.just("ack"), st.integers(0, 60))), max_size=80))
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("send"), st.binary(max_size=8)), st.tuples(st.just("ack"), st.integers(0, 60))
+        ),
+        max_size=80,
+    )
+)
 def test_replay_is_exactly_the_unacked_suffix(ops: list[tuple[str, object]]) -> None:
     s = ReliableState(max_messages=10_000)
     sent: list[tuple[int, bytes]] = []

@@ -178,7 +178,9 @@ class RestApi:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise PayloadTooLarge(f"The message is larger than {self.config.max_frame_bytes} bytes.") from None
+            raise PayloadTooLarge(
+                f"The message is larger than {self.config.max_frame_bytes} bytes."
+            ) from None
         if data_type is DataType.JSON:
             try:
                 orjson.loads(body)
@@ -192,18 +194,24 @@ class RestApi:
         _int_param(call, "messageTtlSeconds", 0, 300, 0)
         return Payload(data_type, body)
 
-    async def _send(self, call: Call, scope: Scope, target: str | None, *, excluded: bool = True,
-                    filtered: bool = True) -> web.Response:
+    async def _send(
+        self, call: Call, scope: Scope, target: str | None, *, excluded: bool = True, filtered: bool = True
+    ) -> web.Response:
         flt = _filter_param(call.query("filter")) if filtered else None
         payload = await self._payload(call)
         await self.node.send(
-            call.hub, scope, target, payload,
-            excluded=call.query_list("excluded") if excluded else (), filter=flt,
+            call.hub,
+            scope,
+            target,
+            payload,
+            excluded=call.query_list("excluded") if excluded else (),
+            filter=flt,
         )
         return web.Response(status=202)
 
-    async def _command(self, call: Call, op: Op, scope: Scope, target: str | None, status: int,
-                       **fields: Any) -> web.Response:
+    async def _command(
+        self, call: Call, op: Op, scope: Scope, target: str | None, status: int, **fields: Any
+    ) -> web.Response:
         await self.node.publish(Command(op, call.hub, scope, target, **fields))
         return web.Response(status=status)
 
@@ -219,8 +227,15 @@ class RestApi:
 
     @route("POST", ":closeConnections")
     async def close_all(self, call: Call) -> web.Response:
-        return await self._command(call, Op.CLOSE, Scope.ALL, None, 204,
-                                   excluded=tuple(call.query_list("excluded")), reason=call.query("reason"))
+        return await self._command(
+            call,
+            Op.CLOSE,
+            Scope.ALL,
+            None,
+            204,
+            excluded=tuple(call.query_list("excluded")),
+            reason=call.query("reason"),
+        )
 
     @route("POST", ":generateToken")
     async def generate_token(self, call: Call) -> web.Response:
@@ -230,8 +245,12 @@ class RestApi:
         endpoint = f"{url.scheme}://{url.host}" + (f":{url.port}" if url.explicit_port else "")
         audience = client_audience(endpoint, call.hub, client_type)
         token = mint_client_token(
-            self.config.primary_key, audience, user_id=call.query("userId") or None,
-            roles=call.query_list("role"), groups=call.query_list("group"), minutes_to_expire=minutes,
+            self.config.primary_key,
+            audience,
+            user_id=call.query("userId") or None,
+            roles=call.query_list("role"),
+            groups=call.query_list("group"),
+            minutes_to_expire=minutes,
         )
         return web.json_response({"token": token})
 
@@ -239,7 +258,7 @@ class RestApi:
         try:
             body = orjson.loads(await call.request.read())
         except orjson.JSONDecodeError:
-            raise BadRequest("The body must be JSON: {\"groups\": [...], \"filter\": \"...\"}.") from None
+            raise BadRequest('The body must be JSON: {"groups": [...], "filter": "..."}.') from None
         if not isinstance(body, dict):
             raise BadRequest("The body must be a JSON object with 'groups' and 'filter'.")
         groups = body.get("groups")
@@ -250,8 +269,9 @@ class RestApi:
         flt = body.get("filter")
         if flt is not None and not isinstance(flt, str):
             raise BadRequest("'filter' must be a string.")
-        await self.node.publish(Command(op, call.hub, Scope.ALL, None, groups=tuple(groups),
-                                        filter=_filter_param(flt)))
+        await self.node.publish(
+            Command(op, call.hub, Scope.ALL, None, groups=tuple(groups), filter=_filter_param(flt))
+        )
         return web.Response(status=200)
 
     @route("POST", ":addToGroups")
@@ -293,8 +313,15 @@ class RestApi:
     @route("POST", "groups", "*", ":closeConnections")
     async def close_group(self, call: Call) -> web.Response:
         group = check_group(call.args[0])
-        return await self._command(call, Op.CLOSE, Scope.GROUP, group, 204,
-                                   excluded=tuple(call.query_list("excluded")), reason=call.query("reason"))
+        return await self._command(
+            call,
+            Op.CLOSE,
+            Scope.GROUP,
+            group,
+            204,
+            excluded=tuple(call.query_list("excluded")),
+            reason=call.query("reason"),
+        )
 
     @route("POST", "groups", "*", ":send")
     async def send_to_group(self, call: Call) -> web.Response:
@@ -313,8 +340,10 @@ class RestApi:
         page, more = members[:limit], len(members) > limit and (top is None or top > limit)
         body: dict[str, Any] = {"value": [{"connectionId": c, "userId": u} for c, u in page]}
         if more and page:
-            query: dict[str, str] = {"maxpagesize": str(page_size),
-                                     "continuationToken": _encode_continuation(page[-1][0])}
+            query: dict[str, str] = {
+                "maxpagesize": str(page_size),
+                "continuationToken": _encode_continuation(page[-1][0]),
+            }
             if top is not None:
                 query["top"] = str(top - len(page))
             api_version = call.query("api-version")
@@ -350,14 +379,16 @@ class RestApi:
     async def grant_permission(self, call: Call) -> web.Response:
         permission, cid, target = self._permission_args(call)
         self._require_connection(call, cid)
-        return await self._command(call, Op.GRANT, Scope.CONNECTION, cid, 200,
-                                   permission=permission.value, permission_target=target)
+        return await self._command(
+            call, Op.GRANT, Scope.CONNECTION, cid, 200, permission=permission.value, permission_target=target
+        )
 
     @route("DELETE", "permissions", "*", "connections", "*")
     async def revoke_permission(self, call: Call) -> web.Response:
         permission, cid, target = self._permission_args(call)
-        return await self._command(call, Op.REVOKE, Scope.CONNECTION, cid, 204,
-                                   permission=permission.value, permission_target=target)
+        return await self._command(
+            call, Op.REVOKE, Scope.CONNECTION, cid, 204, permission=permission.value, permission_target=target
+        )
 
     @route("HEAD", "permissions", "*", "connections", "*")
     async def check_permission(self, call: Call) -> web.Response:
@@ -374,8 +405,15 @@ class RestApi:
     @route("POST", "users", "*", ":closeConnections")
     async def close_user(self, call: Call) -> web.Response:
         user = check_user_id(call.args[0])
-        return await self._command(call, Op.CLOSE, Scope.USER, user, 204,
-                                   excluded=tuple(call.query_list("excluded")), reason=call.query("reason"))
+        return await self._command(
+            call,
+            Op.CLOSE,
+            Scope.USER,
+            user,
+            204,
+            excluded=tuple(call.query_list("excluded")),
+            reason=call.query("reason"),
+        )
 
     @route("POST", "users", "*", ":send")
     async def send_to_user(self, call: Call) -> web.Response:

@@ -173,7 +173,9 @@ class Node:
             return []
         return [(s.id, s.user_id) for s in h.group_sessions(group)]
 
-    def check_permission(self, hub: str, connection_id: str, permission: Permission, target: str | None) -> bool:
+    def check_permission(
+        self, hub: str, connection_id: str, permission: Permission, target: str | None
+    ) -> bool:
         s = self.session(hub, connection_id)
         return bool(s and s.permissions.check(permission, target))
 

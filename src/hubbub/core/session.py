@@ -104,8 +104,12 @@ class Session:
         if self.closed or link is None:
             return
         if link.buffered() > SLOW_CLIENT_BUFFER_BYTES:
-            log.warning("closing slow client %s/%s: send buffer over %d bytes", self.hub, self.id,
-                        SLOW_CLIENT_BUFFER_BYTES)
+            log.warning(
+                "closing slow client %s/%s: send buffer over %d bytes",
+                self.hub,
+                self.id,
+                SLOW_CLIENT_BUFFER_BYTES,
+            )
             self.close(1008, "SlowClient")
             return
         link.write(data)
@@ -127,8 +131,13 @@ class Session:
         sequence_id = state.stamp()
         data = frame(self.codec.stamp(body, sequence_id), OP_TEXT)
         if not state.record(sequence_id, data):
-            log.warning("closing %s/%s: reliable buffer full (%d messages, %d bytes unacknowledged)",
-                        self.hub, self.id, state.pending_count, state.pending_bytes)
+            log.warning(
+                "closing %s/%s: reliable buffer full (%d messages, %d bytes unacknowledged)",
+                self.hub,
+                self.id,
+                state.pending_count,
+                state.pending_bytes,
+            )
             self.close(1008, "The reliable message buffer is full")
             return
         self.write_frame(data)

@@ -19,7 +19,9 @@ MAX_BUFFERED_BYTES = 16 * 1024 * 1024
 class ReliableState:
     __slots__ = ("_bytes", "_pending", "acked", "max_bytes", "max_messages", "next_id", "overflowed")
 
-    def __init__(self, max_messages: int = MAX_BUFFERED_MESSAGES, max_bytes: int = MAX_BUFFERED_BYTES) -> None:
+    def __init__(
+        self, max_messages: int = MAX_BUFFERED_MESSAGES, max_bytes: int = MAX_BUFFERED_BYTES
+    ) -> None:
         self.next_id = 1
         self.acked = 0
         self.max_messages = max_messages

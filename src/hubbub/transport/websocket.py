@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from typing import cast
 
 from aiohttp import WSMsgType, web
 
@@ -34,7 +35,7 @@ class AiohttpLink:
 
     __slots__ = ("_closing", "_transport", "_ws")
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.WriteTransport) -> None:
         self._ws = ws
         self._transport = transport
         self._closing: asyncio.Task[bool] | None = None
@@ -100,12 +101,15 @@ class ClientEndpoint:
             claims=identity.claims,
         )
         self.node.attach(session, identity.groups)
-        session.push(codec.encode_connected(Connected(session.id, session.user_id, session.reconnection_token)))
+        session.push(
+            codec.encode_connected(Connected(session.id, session.user_id, session.reconnection_token))
+        )
         await self._serve(ws, link, session)
         return ws
 
-    async def _upgrade(self, request: web.Request, subprotocol: str | None) -> tuple[web.WebSocketResponse,
-                                                                                       AiohttpLink]:
+    async def _upgrade(
+        self, request: web.Request, subprotocol: str | None
+    ) -> tuple[web.WebSocketResponse, AiohttpLink]:
         ws = web.WebSocketResponse(
             protocols=(subprotocol,) if subprotocol else (),
             max_msg_size=self.config.max_frame_bytes,
@@ -114,8 +118,8 @@ class ClientEndpoint:
         )
         await ws.prepare(request)
         transport = request.transport
-        assert transport is not None and isinstance(transport, asyncio.Transport)
-        return ws, AiohttpLink(ws, transport)
+        assert transport is not None
+        return ws, AiohttpLink(ws, cast(asyncio.WriteTransport, transport))
 
     async def _recover(self, request: web.Request, hub: str) -> web.StreamResponse:
         """Resume a reliable session (spec §4.6); 1008 when it cannot be resumed."""
@@ -138,8 +142,9 @@ class ClientEndpoint:
             await ws.close(code=1008, message=b"The session cannot be recovered")
             return ws
         self.node.resume(session, link)
-        session.push(session.codec.encode_connected(
-            Connected(session.id, session.user_id, session.reconnection_token)))
+        session.push(
+            session.codec.encode_connected(Connected(session.id, session.user_id, session.reconnection_token))
+        )
         for data in session.reliable.unacked():
             link.write(data)
         await self._serve(ws, link, session)
