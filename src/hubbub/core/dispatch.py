@@ -20,7 +20,9 @@ from hubbub.protocols.events import (
     CancelInvocation,
     ClientRequest,
     DataMessage,
+    DataType,
     Invoke,
+    InvokeResponse,
     JoinGroup,
     LeaveGroup,
     Payload,
@@ -101,6 +103,19 @@ class Dispatcher:
         if ack_id is not None:
             self._ack(session, ack_id, None, None)
 
+    async def _invoke(self, session: Session, request: Invoke) -> None:
+        """``invoke`` → the user event ``request.event`` → ``invokeResponse`` (spec §4.8)."""
+        try:
+            if request.target != "event" or not request.event:
+                raise UserEventUnhandled(f"Unsupported invoke target '{request.target}'")
+            reply = await self.events.user_event(
+                session, request.event, request.payload or Payload(DataType.TEXT, b"")
+            )
+            response = InvokeResponse(request.invocation_id, True, reply)
+        except HubbubError as exc:
+            response = InvokeResponse(request.invocation_id, False, None, exc.ack_name, exc.message)
+        session.push(session.codec.encode_invoke_response(response))
+
     def _ack(self, session: Session, ack_id: int, name: str | None, message: str | None) -> None:
         session.push(session.codec.encode_ack(Ack(ack_id, name is None, name, message)))
 
@@ -132,7 +147,7 @@ class Dispatcher:
             if reply is not None:
                 session.push_data(DataMessage(reply))
         elif isinstance(request, Invoke):
-            raise UserEventUnhandled("invoke is not supported yet")
+            await self._invoke(session, request)
         elif isinstance(request, CancelInvocation):
             return
         elif isinstance(request, UnsupportedRequest):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from hubbub.protocols.events import Ack, ClientRequest, Connected, DataMessage, Disconnected
+from hubbub.protocols.events import Ack, ClientRequest, Connected, DataMessage, Disconnected, InvokeResponse
 
 __all__ = ["Codec", "Encoded"]
 
@@ -50,4 +50,7 @@ class Codec:
         return None
 
     def encode_pong(self) -> Encoded | None:
+        return None
+
+    def encode_invoke_response(self, response: InvokeResponse) -> Encoded | None:
         return None

@@ -18,6 +18,7 @@ __all__ = [
     "DataType",
     "Disconnected",
     "Invoke",
+    "InvokeResponse",
     "JoinGroup",
     "LeaveGroup",
     "Payload",
@@ -136,6 +137,15 @@ ClientRequest = (
 class Ack:
     ack_id: int
     success: bool
+    error_name: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeResponse:
+    invocation_id: str
+    success: bool
+    payload: Payload | None = None
     error_name: str | None = None
     error_message: str | None = None
 

@@ -25,6 +25,7 @@ from hubbub.protocols.events import (
     DataType,
     Disconnected,
     Invoke,
+    InvokeResponse,
     JoinGroup,
     LeaveGroup,
     Payload,
@@ -202,6 +203,23 @@ class JsonCodec(Codec):
 
     def encode_pong(self) -> Encoded:
         return _PONG, True
+
+    def encode_invoke_response(self, response: InvokeResponse) -> Encoded:
+        head = b'{"type":"invokeResponse","invocationId":' + orjson.dumps(response.invocation_id)
+        if response.success:
+            head += b',"success":true'
+            if response.payload is not None:
+                head += (
+                    b',"dataType":"'
+                    + response.payload.data_type.value.encode()
+                    + b'","data":'
+                    + encode_data_value(response.payload)
+                )
+            return head + b"}", True
+        error = orjson.dumps(
+            {"name": response.error_name or "InternalServerError", "message": response.error_message or ""}
+        )
+        return head + b',"success":false,"error":' + error + b"}", True
 
 
 class JsonReliableCodec(JsonCodec):
