@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -56,10 +57,8 @@ def test_recovers_same_connection_without_loss(server: Server, hub: str) -> None
             got: list[str] = []
             deadline = time.monotonic() + 20
             while len(got) < len(sent) and time.monotonic() < deadline:
-                try:
+                with contextlib.suppress(queue.Empty):
                     got.append(received.get(timeout=0.5).data)
-                except queue.Empty:
-                    pass
             assert got == sent  # every message exactly once, in order
             assert len(connected) == 1  # recovery keeps the connection (no second `connected` callback)
             assert service.connection_exists(connected[0])
