@@ -36,7 +36,7 @@ unit: setup
 test: setup node-deps lint
 	$(VENV)/bin/pytest -q
 
-bench: setup node-deps
+bench: setup
 	$(PY) bench/run.py
 
 clean:

@@ -13,6 +13,9 @@ export { sleep };
 
 export const ALL_ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"];
 
+/** Client options that disable the SDK's keep-alive ping loop and timeout monitor. */
+export const NO_KEEPALIVE = Object.freeze({ keepAliveIntervalInMs: 0, keepAliveTimeoutInMs: 0 });
+
 /** How long we wait for something that should happen. */
 export const WAIT_MS = 5000;
 /** How long we watch for something that must NOT happen. */
@@ -38,6 +41,16 @@ export function parsedConnectionString() {
   const url = new URL(parts.endpoint);
   if (parts.port) url.port = parts.port;
   return { endpoint: url.toString(), accessKey: parts.accesskey };
+}
+
+/**
+ * The official service client. `allowInsecureConnection: true` is REQUIRED for an http://
+ * endpoint: with the locked @azure/core-rest-pipeline 1.24.0 (→ @typespec/ts-http-runtime
+ * 0.3.6) the Node HTTP client throws "Cannot connect to http://... while
+ * allowInsecureConnection is false" before sending anything.
+ */
+export function serviceClient(hub, cs = connectionString()) {
+  return new WebPubSubServiceClient(cs, hub, { allowInsecureConnection: true });
 }
 
 /** A fresh hub name per test (hub rule: ^[A-Za-z][A-Za-z0-9_`,.[\]]{0,127}$). */
@@ -134,7 +147,7 @@ function safeJson(v) {
 export class Ctx {
   constructor(t, hub = randomHub()) {
     this.hub = hub;
-    this.service = new WebPubSubServiceClient(connectionString(), hub);
+    this.service = serviceClient(hub);
     this.clients = [];
     t.after(() => this.cleanup());
   }
@@ -153,19 +166,25 @@ export class Ctx {
       group: new EventQueue("group-message"),
       rejoinFailed: new EventQueue("rejoin-group-failed"),
     };
+    const clientOptions = {
+      autoReconnect: false,
+      // Do not let the client retry failed sends: a failed ack must surface immediately.
+      messageRetryOptions: { maxRetries: 0 },
+      // The SDK's keep-alive loops `await delay(interval)` without an abort signal, so after
+      // stop() they keep the process alive for up to 20 s (ping) / 40 s (timeout monitor).
+      // Disable them here; the keep-alive test turns them on with short intervals.
+      ...NO_KEEPALIVE,
+      ...options,
+    };
+    // protocol: undefined ⇒ the non-reliable JSON subprotocol; null ⇒ the SDK default (reliable).
+    // NB: in @azure/web-pubsub-client 1.1.0 the protocol factories are arrow functions:
+    // `WebPubSubJsonProtocol()` works, `new WebPubSubJsonProtocol()` throws a TypeError.
+    if (protocol !== null) clientOptions.protocol = protocol ?? WebPubSubJsonProtocol();
     const client = new WebPubSubClient(
       {
         getClientAccessUrl: async () => (await service.getClientAccessToken({ userId, roles, groups })).url,
       },
-      {
-        // NB: in @azure/web-pubsub-client 1.1.0 the protocol factories are arrow functions:
-        // `WebPubSubJsonProtocol()` works, `new WebPubSubJsonProtocol()` throws a TypeError.
-        protocol: protocol ?? WebPubSubJsonProtocol(),
-        autoReconnect: false,
-        // Do not let the client retry failed sends: a failed ack must surface immediately.
-        messageRetryOptions: { maxRetries: 0 },
-        ...options,
-      },
+      clientOptions,
     );
     client.on("connected", (e) => events.connected.push(e));
     client.on("disconnected", (e) => events.disconnected.push(e));

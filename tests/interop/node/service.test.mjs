@@ -4,9 +4,11 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { WebPubSubServiceClient, odata } from "@azure/web-pubsub";
+import { odata } from "@azure/web-pubsub";
+import { WebPubSubClient, WebPubSubJsonProtocol } from "@azure/web-pubsub-client";
 import {
   ALL_ROLES,
+  NO_KEEPALIVE,
   QUIET_MS,
   Ctx,
   WAIT_MS,
@@ -17,6 +19,7 @@ import {
   randomHub,
   randomName,
   rejection,
+  serviceClient,
   sleep,
 } from "./helpers.mjs";
 
@@ -219,7 +222,7 @@ test("connectionExists / userExists / groupExists", T, async (t) => {
   assert.equal(await ctx.service.groupExists(randomName("other")), false);
 
   // Other hubs do not see this hub's connections.
-  const otherHub = new WebPubSubServiceClient(connectionString(), randomHub());
+  const otherHub = serviceClient(randomHub());
   assert.equal(await otherHub.connectionExists(a.connectionId), false);
   assert.equal(await otherHub.userExists("alice"), false);
   assert.equal(await otherHub.groupExists(g), false);
@@ -564,20 +567,23 @@ test("getClientAccessToken: url shape, claims, and the token works (userId/roles
 test("a token signed with another key, or for another hub, is refused", T, async (t) => {
   const ctx = new Ctx(t);
   const wrongKey = connectionString().replace(/AccessKey=[^;]*/i, "AccessKey=not-the-right-key-at-all-0123456789");
-  const badService = new WebPubSubServiceClient(wrongKey, ctx.hub);
+  const badService = serviceClient(ctx.hub, wrongKey);
   const badTok = await badService.getClientAccessToken({ userId: "mallory" });
-  const { WebPubSubClient } = await import("@azure/web-pubsub-client");
   for (const [what, url] of [
     ["wrong key", badTok.url],
     [
       "other hub's token",
       `${(await ctx.service.getClientAccessToken()).baseUrl}?access_token=${
-        (await new WebPubSubServiceClient(connectionString(), randomHub()).getClientAccessToken()).token
+        (await serviceClient(randomHub()).getClientAccessToken()).token
       }`,
     ],
     ["no token", (await ctx.service.getClientAccessToken()).baseUrl],
   ]) {
-    const client = new WebPubSubClient(url, { autoReconnect: false });
+    const client = new WebPubSubClient(url, {
+      protocol: WebPubSubJsonProtocol(),
+      autoReconnect: false,
+      ...NO_KEEPALIVE,
+    });
     const err = await rejection(client.start(), `start() with ${what}`);
     client.stop();
     assert.match(String(err?.message ?? err), /401/, `${what}: ${err}`);
@@ -597,6 +603,8 @@ test("an invalid OData filter is rejected with RestError 400", T, async (t) => {
     ["group sendToAll", () => ctx.service.group("g").sendToAll({ a: 1 }, { filter: "(userId eq 'a'" })],
     ["addConnectionsToGroups", () => ctx.service.addConnectionsToGroups(["g"], "userId eq 'a' and")],
     ["removeConnectionsFromGroups", () => ctx.service.removeConnectionsFromGroups(["g"], "eq eq eq")],
+    // A type error rather than a syntax error (`not` binds tighter than `gt`).
+    ["sendToAll (type error)", () => ctx.service.sendToAll({ a: 1 }, { filter: "not length(userId) gt 5" })],
   ]) {
     const err = await rejection(call(), what);
     assert.equal(err.name, "RestError", `${what}: ${err}`);
@@ -607,7 +615,7 @@ test("an invalid OData filter is rejected with RestError 400", T, async (t) => {
 test("a wrong AccessKey is rejected with RestError 401", T, async (t) => {
   const ctx = new Ctx(t);
   const wrongKey = connectionString().replace(/AccessKey=[^;]*/i, "AccessKey=not-the-right-key-at-all-0123456789");
-  const bad = new WebPubSubServiceClient(wrongKey, ctx.hub);
+  const bad = serviceClient(ctx.hub, wrongKey);
   const err = await rejection(bad.sendToAll("x", { contentType: "text/plain" }), "sendToAll with wrong key");
   assert.equal(err.name, "RestError", String(err));
   assert.equal(err.statusCode, 401, String(err));
@@ -641,11 +649,11 @@ test("internal generated ops: health (HEAD /api/health) and :generateToken", T, 
   assert.ok(claims.exp - now > 8 * 60 && claims.exp - now <= 10 * 60 + 5, `exp ${claims.exp}, now ${now}`);
 
   // The service-minted token connects.
-  const { WebPubSubClient, WebPubSubJsonProtocol } = await import("@azure/web-pubsub-client");
   const baseUrl = (await ctx.service.getClientAccessToken()).baseUrl;
   const client = new WebPubSubClient(`${baseUrl}?access_token=${token}`, {
     protocol: WebPubSubJsonProtocol(),
     autoReconnect: false,
+    ...NO_KEEPALIVE,
   });
   const connected = new Promise((resolve) => client.on("connected", resolve));
   const stopped = new Promise((resolve) => client.on("stopped", resolve));
@@ -661,4 +669,59 @@ test("internal generated ops: health (HEAD /api/health) and :generateToken", T, 
   await client.joinGroup("other"); // role from the minted token
 });
 
-test("ALL_ROLES sanity", () => assert.equal(ALL_ROLES.length, 2));
+// ---------------------------------------------------------------------------------------------
+// Path values the SDK must URL-encode (encodeURIComponent: '/', ' ', '#', '?', '%', non-ASCII).
+// ---------------------------------------------------------------------------------------------
+
+test("group and user names that need URL encoding round-trip through every route", T, async (t) => {
+  const ctx = new Ctx(t);
+  const g = "room/1 #?%25 ü.λ";
+  const user = "user/with spaces@example.com?x=1#frag";
+  const group = ctx.service.group(g);
+  const c = await ctx.connect({ userId: user, roles: ALL_ROLES });
+  assert.equal(c.userId, user);
+
+  // Client-side join, service-side existence checks and listing.
+  await c.client.joinGroup(g);
+  assert.equal(await ctx.service.groupExists(g), true);
+  assert.equal(await ctx.service.groupExists("room"), false);
+  assert.equal(await ctx.service.userExists(user), true);
+  assert.equal(await ctx.service.userExists("user"), false);
+  const members = (await collectPages(group.listConnections())).flat();
+  assert.deepEqual(members, [{ connectionId: c.connectionId, userId: user }]);
+
+  // Sends.
+  await group.sendToAll("to the odd group", { contentType: "text/plain" });
+  await expectGroup(c, g, "text", "to the odd group");
+  await ctx.service.sendToUser(user, "to the odd user", { contentType: "text/plain" });
+  await expectServer(c, "text", "to the odd user");
+  await c.client.sendToGroup(g, "client send", "text");
+  const echoed = await c.events.group.next();
+  assert.equal(echoed.group, g);
+  assert.equal(echoed.fromUserId, user);
+
+  // Membership and permission routes.
+  await group.removeConnection(c.connectionId);
+  assert.equal(await ctx.service.groupExists(g), false);
+  await group.addUser(user);
+  assert.equal(await ctx.service.groupExists(g), true);
+  await group.removeUser(user);
+  assert.equal(await ctx.service.groupExists(g), false);
+  await group.addConnection(c.connectionId);
+  await ctx.service.removeUserFromAllGroups(user);
+  assert.equal(await ctx.service.groupExists(g), false);
+  const noRoles = await ctx.connect();
+  await ctx.service.grantPermission(noRoles.connectionId, "sendToGroup", { targetName: g });
+  assert.equal(await ctx.service.hasPermission(noRoles.connectionId, "sendToGroup", { targetName: g }), true);
+  assert.equal(
+    await ctx.service.hasPermission(noRoles.connectionId, "sendToGroup", { targetName: "room" }),
+    false,
+  );
+  await noRoles.client.sendToGroup(g, "granted", "text");
+  await forbidden(noRoles.client.sendToGroup("room", "not granted", "text"), "sendToGroup room");
+
+  await ctx.service.closeUserConnections(user, { reason: "odd names done" });
+  const e = await c.events.disconnected.next();
+  assert.equal(e.message?.message, "odd names done");
+  assert.equal(await ctx.service.userExists(user), false);
+});
