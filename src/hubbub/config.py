@@ -33,6 +33,8 @@ class ServiceConfig:
     max_frame_bytes: int = MAX_FRAME_BYTES
     #: how long a dropped reliable session waits for its client to resume it
     reliable_retention_seconds: float = 30.0
+    #: host name event handlers see in ``WebHook-Request-Origin`` (default: derived from ``host``)
+    public_host: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -44,6 +46,13 @@ class ServiceConfig:
                 "anyone could sign tokens for this service. Pass --access-key (or set HUBBUB_ACCESS_KEY) "
                 "to a secret of your own, or listen on 127.0.0.1."
             )
+
+    @property
+    def origin(self) -> str:
+        """``WebHook-Request-Origin``: the service's host name, no scheme, no port (spec §6.1)."""
+        if self.public_host:
+            return self.public_host
+        return "localhost" if is_loopback(self.host) or self.host in ("", "0.0.0.0", "::") else self.host
 
     @property
     def primary_key(self) -> str:

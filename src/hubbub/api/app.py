@@ -1,6 +1,8 @@
-"""Assemble the aiohttp application: client endpoint, REST API, health."""
+"""Assemble the aiohttp application: client endpoint, REST API, health, admin, upstream."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
@@ -9,21 +11,34 @@ from hubbub.broker.memory import MemoryBroker
 from hubbub.config import ServiceConfig
 from hubbub.core.dispatch import Dispatcher
 from hubbub.core.node import Node
+from hubbub.settings import StaticSettings
 from hubbub.transport.websocket import ClientEndpoint
+from hubbub.upstream.webhook import SettingsSource, Upstream
 
-__all__ = ["NODE_KEY", "create_app"]
+__all__ = ["NODE_KEY", "UPSTREAM_KEY", "create_app"]
 
 NODE_KEY = web.AppKey("node", Node)
+UPSTREAM_KEY = web.AppKey("upstream", Upstream)
 
 
-def create_app(config: ServiceConfig, node: Node | None = None) -> web.Application:
+def create_app(
+    config: ServiceConfig, node: Node | None = None, store: SettingsSource | None = None
+) -> web.Application:
     node = node or Node(MemoryBroker())
-    dispatcher = Dispatcher(node)
-    clients = ClientEndpoint(config, node, dispatcher)
+    settings: SettingsSource = store if store is not None else StaticSettings()
+    upstream = Upstream(config, settings)
+    node.on_attach.append(upstream.connected)
+    node.on_detach.append(upstream.disconnected)
+    listeners: list[Any] | None = getattr(store, "listeners", None)
+    if listeners is not None:
+        listeners.append(upstream.settings_changed)
+    dispatcher = Dispatcher(node, upstream)
+    clients = ClientEndpoint(config, node, dispatcher, upstream)
     rest = RestApi(config, node)
 
     app = web.Application(client_max_size=config.max_frame_bytes)
     app[NODE_KEY] = node
+    app[UPSTREAM_KEY] = upstream
     app.router.add_route("GET", "/client/hubs/{hub}", clients.handle)
     app.router.add_route("GET", "/client", clients.handle)
     app.router.add_route("GET", "/client/", clients.handle)
@@ -31,10 +46,12 @@ def create_app(config: ServiceConfig, node: Node | None = None) -> web.Applicati
     app.router.add_route("*", "/api/hubs/{tail:.*}", rest.dispatch)
 
     async def start(_: web.Application) -> None:
+        await upstream.start()
         await node.start()
 
     async def shutdown(_: web.Application) -> None:
         await node.close()
+        await upstream.close()
 
     app.on_startup.append(start)
     app.on_shutdown.append(shutdown)

@@ -11,18 +11,21 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from dataclasses import dataclass
 from typing import cast
 
 from aiohttp import WSMsgType, web
 
-from hubbub.auth import InvalidToken, parse_bearer, verify_client_token
+from hubbub.auth import ClientIdentity, InvalidToken, parse_bearer, verify_client_token
 from hubbub.config import ServiceConfig
 from hubbub.core.dispatch import Dispatcher
 from hubbub.core.node import Node
-from hubbub.core.session import Session
+from hubbub.core.session import Session, new_connection_id
 from hubbub.errors import HubbubError
-from hubbub.protocols import negotiate
+from hubbub.protocols import CODECS, SIMPLE, Codec, negotiate
 from hubbub.protocols.events import Connected
+from hubbub.upstream.cloudevents import UpstreamError
+from hubbub.upstream.webhook import Upstream
 from hubbub.validation import check_hub
 
 __all__ = ["ClientEndpoint"]
@@ -62,13 +65,30 @@ def _reject(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message)
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Who a new connection is, once its token and the ``connect`` event said so."""
+
+    connection_id: str
+    user_id: str | None
+    roles: tuple[str, ...]
+    groups: tuple[str, ...]
+    claims: dict[str, list[str]]
+    subprotocol: str | None
+    codec: Codec
+    connection_state: str | None = None
+
+
 class ClientEndpoint:
     """``/client/hubs/{hub}`` and ``/client/?hub=`` (spec §4.1)."""
 
-    def __init__(self, config: ServiceConfig, node: Node, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, config: ServiceConfig, node: Node, dispatcher: Dispatcher, upstream: Upstream | None = None
+    ) -> None:
         self.config = config
         self.node = node
         self.dispatcher = dispatcher
+        self.upstream = upstream
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         hub = request.match_info.get("hub") or request.query.get("hub", "")
@@ -80,32 +100,88 @@ class ClientEndpoint:
             return _reject(400, "Bad Request: this endpoint only accepts WebSocket upgrades.")
         if "awps_connection_id" in request.query:
             return await self._recover(request, hub)
-        token = request.query.get("access_token") or parse_bearer(request.headers.get("Authorization"))
-        if not token:
-            return _reject(401, "Unauthorized: no access token (query 'access_token' or 'Authorization').")
-        try:
-            identity = verify_client_token(token, self.config.access_keys, hub)
-        except InvalidToken as exc:
-            log.info("rejected a connection to hub %s: %s", hub, exc.message)
-            return _reject(401, f"Unauthorized: {exc.message}")
-
-        subprotocol, codec = negotiate(_offered_subprotocols(request))
-        ws, link = await self._upgrade(request, subprotocol)
+        admitted = await self._admit(request, hub)
+        if isinstance(admitted, web.Response):
+            return admitted
+        ws, link = await self._upgrade(request, admitted.subprotocol)
         session = Session(
             hub,
-            codec,
+            admitted.codec,
             link,
-            user_id=identity.user_id,
-            roles=identity.roles,
-            subprotocol=subprotocol,
-            claims=identity.claims,
+            user_id=admitted.user_id,
+            roles=admitted.roles,
+            subprotocol=admitted.subprotocol,
+            claims=admitted.claims,
+            connection_id=admitted.connection_id,
         )
-        self.node.attach(session, identity.groups)
+        session.connection_state = admitted.connection_state
         session.push(
-            codec.encode_connected(Connected(session.id, session.user_id, session.reconnection_token))
+            session.codec.encode_connected(Connected(session.id, session.user_id, session.reconnection_token))
         )
+        self.node.attach(session, admitted.groups)
         await self._serve(ws, link, session)
         return ws
+
+    async def _admit(self, request: web.Request, hub: str) -> Admission | web.Response:
+        """Authenticate (token or anonymous policy), run the ``connect`` event, pick the subprotocol."""
+        settings = self.upstream.settings(hub) if self.upstream else None
+        token = request.query.get("access_token") or parse_bearer(request.headers.get("Authorization"))
+        if token:
+            try:
+                identity = verify_client_token(token, self.config.access_keys, hub)
+            except InvalidToken as exc:
+                log.info("rejected a connection to hub %s: %s", hub, exc.message)
+                return _reject(401, f"Unauthorized: {exc.message}")
+        elif settings is not None and settings.anonymous_connect:
+            identity = ClientIdentity(None, (), (), {})
+        else:
+            return _reject(401, "Unauthorized: no access token (query 'access_token' or 'Authorization').")
+        offered = _offered_subprotocols(request)
+        subprotocol, codec = negotiate(offered)
+        admitted = Admission(
+            new_connection_id(),
+            identity.user_id,
+            identity.roles,
+            identity.groups,
+            identity.claims,
+            subprotocol,
+            codec,
+        )
+        handler = self.upstream.connect_handler(hub) if self.upstream else None
+        if handler is None or self.upstream is None:
+            return admitted
+        try:
+            result, state = await self.upstream.connect(
+                handler,
+                hub,
+                admitted.connection_id,
+                user_id=identity.user_id,
+                claims=identity.claims,
+                query={str(k): request.query.getall(k) for k in request.query},
+                headers={str(k): request.headers.getall(k) for k in request.headers},
+                subprotocols=offered,
+            )
+        except UpstreamError as exc:
+            return _reject(exc.status, f"The connection was rejected: {exc.message}")
+        if result.subprotocol is not None:
+            if result.subprotocol not in offered:
+                log.warning(
+                    "hub %s: the connect handler chose subprotocol %r, which the client did not offer",
+                    hub,
+                    result.subprotocol,
+                )
+                return _reject(500, "The connect handler chose a subprotocol the client did not offer.")
+            subprotocol, codec = result.subprotocol, CODECS.get(result.subprotocol, SIMPLE)
+        return Admission(
+            admitted.connection_id,
+            result.user_id or identity.user_id,
+            tuple(dict.fromkeys(identity.roles + result.roles)),
+            tuple(dict.fromkeys(identity.groups + result.groups)),
+            identity.claims,
+            subprotocol,
+            codec,
+            state,
+        )
 
     async def _upgrade(
         self, request: web.Request, subprotocol: str | None
