@@ -190,12 +190,18 @@ class ClientEndpoint:
             protocols=(subprotocol,) if subprotocol else (),
             max_msg_size=self.config.max_frame_bytes,
             compress=False,
-            heartbeat=self.config.keepalive_seconds,
+            heartbeat=self._keepalive(request),
         )
         await ws.prepare(request)
         transport = request.transport
         assert transport is not None
         return ws, AiohttpLink(ws, cast(asyncio.WriteTransport, transport))
+
+    def _keepalive(self, request: web.Request) -> float:
+        """The hub's ``webSocketKeepAliveIntervalInSeconds``, else the service default."""
+        hub = request.match_info.get("hub") or request.query.get("hub", "")
+        settings = self.upstream.settings(hub) if self.upstream else None
+        return float(settings.keepalive_seconds) if settings else self.config.keepalive_seconds
 
     async def _recover(self, request: web.Request, hub: str) -> web.StreamResponse:
         """Resume a reliable session (spec §4.6); 1008 when it cannot be resumed."""
