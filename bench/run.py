@@ -105,7 +105,18 @@ async def broadcast(port: int, server_pid: int, clients: Clients, messages: int,
 
 
 def start_server(port: int, pin: bool) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "hubbub", "serve", "--port", str(port), "--log-level", "WARNING"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hubbub",
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+        "--data-dir",
+        ":memory:",
+    ]
     if pin:
         cmd = ["taskset", "-c", "0", *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)

@@ -1,4 +1,4 @@
-"""Command line: ``hubbub serve | token``."""
+"""Command line: ``hubbub serve | demo | token | hub``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from hubbub import __version__
 from hubbub.api.app import create_app
 from hubbub.auth import DEV_ACCESS_KEY, client_audience, mint_client_token
 from hubbub.config import ServiceConfig
+from hubbub.hub_cli import add_hub_parser
+from hubbub.store import ConfigFileError, SettingsStore, StoreError, default_data_dir, load_config_file
 
 __all__ = ["main"]
 
@@ -35,12 +37,26 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
     try:
-        import uvloop
+        hubs = load_config_file(args.config) if args.config else []
+        store = SettingsStore.open(args.data_dir or default_data_dir())
+    except (ConfigFileError, StoreError) as exc:
+        print(f"hubbub: {exc}", file=sys.stderr)
+        return 2
+    try:
+        for settings in hubs:  # the file wins for the hubs it names
+            store.put(settings)
+        try:
+            import uvloop
 
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is optional
-        pass
-    return asyncio.run(_run(config, demo=getattr(args, "demo", False)))
+            uvloop.install()
+        except ImportError:  # pragma: no cover - uvloop is optional
+            pass
+        return asyncio.run(_run(config, demo=getattr(args, "demo", False), store=store))
+    except StoreError as exc:
+        print(f"hubbub: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
 
 
 def _demo_banner(config: ServiceConfig, host: str) -> None:
@@ -65,8 +81,8 @@ def _demo_banner(config: ServiceConfig, host: str) -> None:
     print("Ctrl-C stops.", flush=True)
 
 
-async def _run(config: ServiceConfig, demo: bool = False) -> int:
-    app = create_app(config)
+async def _run(config: ServiceConfig, demo: bool = False, store: SettingsStore | None = None) -> int:
+    app = create_app(config, store=store)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
@@ -85,6 +101,9 @@ async def _run(config: ServiceConfig, demo: bool = False) -> int:
     print(f"  connection string: {config.connection_string(host)}", flush=True)
     if config.primary_key == DEV_ACCESS_KEY:
         print("  (well-known development key: loopback only)", flush=True)
+    if store is not None:
+        count = len(store.list())
+        print(f"  hub settings: {store.location} ({count} hub{'' if count == 1 else 's'})", flush=True)
     if demo:
         _demo_banner(config, host)
     await stop.wait()
@@ -120,11 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--secondary-key", help="secondary access key (env HUBBUB_SECONDARY_KEY)")
 
+    def settings(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", metavar="PATH", help="TOML file with hub settings ([hubs.<name>] tables)")
+        p.add_argument(
+            "--data-dir",
+            metavar="DIR",
+            help=f"where hub settings are kept, ':memory:' for nowhere (default {default_data_dir()})",
+        )
+
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="Web PubSub port (default 8080)")
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     keys(serve)
+    settings(serve)
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="run the service and print a ready-to-use client URL")
@@ -132,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--log-level", default="INFO")
     keys(demo)
+    settings(demo)
     demo.set_defaults(func=_serve, demo=True)
 
     token = sub.add_parser("token", help="print a client access URL")
@@ -143,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--endpoint", default="http://localhost:8080", help="service endpoint")
     keys(token)
     token.set_defaults(func=_token)
+
+    add_hub_parser(sub)
     return parser
 
 

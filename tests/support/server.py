@@ -47,6 +47,8 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
 @contextlib.contextmanager
 def run_server(*extra: str, access_key: str = DEV_KEY, env: dict[str, str] | None = None) -> Iterator[Server]:
     port = free_port()
+    if "--data-dir" not in extra:  # never touch the user's real settings from a test
+        extra = ("--data-dir", ":memory:", *extra)
     cmd = [sys.executable, "-m", "hubbub", "serve", "--port", str(port), "--access-key", access_key, *extra]
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})})
     try:

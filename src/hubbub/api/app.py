@@ -6,12 +6,14 @@ from typing import Any
 
 from aiohttp import web
 
+from hubbub.api.admin import add_admin_routes
 from hubbub.api.rest import RestApi
 from hubbub.broker.memory import MemoryBroker
 from hubbub.config import ServiceConfig
 from hubbub.core.dispatch import Dispatcher
 from hubbub.core.node import Node
 from hubbub.settings import StaticSettings
+from hubbub.store import SettingsStore
 from hubbub.transport.websocket import ClientEndpoint
 from hubbub.upstream.webhook import SettingsSource, Upstream
 
@@ -43,6 +45,8 @@ def create_app(
     app.router.add_route("GET", "/client", clients.handle)
     app.router.add_route("GET", "/client/", clients.handle)
     app.router.add_route("*", "/api/health", rest.health)
+    if isinstance(store, SettingsStore):
+        add_admin_routes(app, config, store)
     app.router.add_route("*", "/api/hubs/{tail:.*}", rest.dispatch)
 
     async def start(_: web.Application) -> None:
