@@ -145,7 +145,7 @@ class TestFrames:
         recv_json(ws)
         ws.send(json.dumps({"type": "event", "event": "e", "dataType": "text", "data": "x", "ackId": 2}))
         ack = recv_json(ws)
-        assert ack["success"] is False and ack["error"]["name"] == "InvocationFailed"  # type: ignore[index]
+        assert ack["success"] is False and ack["error"]["name"] == "InternalServerError"  # type: ignore[index]
         ws.send(
             json.dumps(
                 {

@@ -43,7 +43,8 @@ def pytest_collection_modifyitems(
         # A parametrized test is excluded by its id without the [params] part too.
         key = node_id if node_id in skips else node_id.split("[", 1)[0]
         if key in skips:
-            item.add_marker(pytest.mark.skip(reason=f"not run against hubbub: {skips[key]}"))
+            # The skip is reported at the decorator's location, so name the test in the reason.
+            item.add_marker(pytest.mark.skip(reason=f"{node_id} not run against hubbub: {skips[key]}"))
             matched.add(key)
     stale = sorted(set(skips) - matched)
     if stale:

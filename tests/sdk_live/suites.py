@@ -1,14 +1,13 @@
 """The official SDK test suites run against hubbub, and the tests left out (with the reason).
 
 Both suites come from the packages' PyPI source distributions (``tests/`` folder), downloaded at
-test time. Node ids below are relative to that ``tests/`` folder. ``EXCLUDED`` and
-``NEEDS_RELIABLE`` are plain dicts so docs can be generated from them
+test time. Node ids below are relative to that ``tests/`` folder. ``EXCLUDED`` is a
+plain dict so docs can be generated from it
 (``python -m tests.sdk_live.suites`` prints a Markdown table).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 
@@ -75,8 +74,15 @@ _EXTERNAL = (
     "connects to the public wss://myservice.webpubsub.azure.com (outside network, TLS), never to hubbub"
 )
 
+_SYNC_CLOSE_RACE = (
+    "flaky with any local server: after the test's client._ws.sock.close(1001) the sync client's "
+    "websocket-client reader thread often never sees the disconnect (stuck in select on a closed fd), "
+    "so the client stays 'connected'; reproduced with a bare aiohttp WebSocket server, passes only "
+    "with network latency. The async twin covers the same server behaviour"
+)
+
 # Always left out: they cannot meaningfully run against a self-hosted, AccessKey-only,
-# plain-HTTP hubbub.
+# plain-HTTP hubbub, or fail for client-side reasons unrelated to the server.
 EXCLUDED: dict[str, dict[str, str]] = {
     "service": {
         "test_smoke.py::TestWebpubsubSmoke::test_webpubsub_send_to_all": _AAD,
@@ -99,68 +105,27 @@ EXCLUDED: dict[str, dict[str, str]] = {
         ): _AAD,
     },
     "client": {
+        "test_auto_connect.py::TestWebpubsubClientAutoConnect::test_auto_connect": _SYNC_CLOSE_RACE,
+        (
+            "test_no_recovery_no_connect.py::TestWebpubsubClientNoRecoveryNoReconnect"
+            "::test_disable_recovery_and_autoconnect"
+        ): _SYNC_CLOSE_RACE,
+        "test_recovery.py::TestWebpubsubClientRecovery::test_recovery": _SYNC_CLOSE_RACE,
         "test_smoke.py::TestWebpubsubClientSmoke::test_open_client_error": _EXTERNAL,
         "test_smoke_async.py::TestWebpubsubClientSmokeAsync::test_open_client_error_async": _EXTERNAL,
     },
 }
 
-_RELIABLE = "client SDK default subprotocol json.reliable.webpubsub.azure.v1"
-_RELIABLE_SEQ = _RELIABLE + " (asserts a sequenceId was received)"
-_RELIABLE_RECOVERY = _RELIABLE + " with recovery (awps_connection_id + awps_reconnection_token)"
 
-# Left out unless HUBBUB_SDK_LIVE_RELIABLE=1: they use the reliable subprotocol.
-NEEDS_RELIABLE: dict[str, dict[str, str]] = {
-    "service": {},
-    "client": {
-        "test_recovery.py::TestWebpubsubClientRecovery::test_recovery": _RELIABLE_RECOVERY,
-        "test_recovery_async.py::TestWebpubsubClientRecoveryAsync::test_recovery_async": _RELIABLE_RECOVERY,
-        "test_send_concurrently.py::TestWebpubsubClientSendConcurrently::test_send_concurrently": _RELIABLE,
-        (
-            "test_send_concurrently_async.py::TestWebpubsubClientSendConcurrentlyAsync"
-            "::test_send_concurrently_async"
-        ): _RELIABLE,
-        "test_smoke.py::TestWebpubsubClientSmoke::test_call_back_deadlock": _RELIABLE,
-        "test_smoke.py::TestWebpubsubClientSmoke::test_context_manager": _RELIABLE_SEQ,
-        "test_smoke.py::TestWebpubsubClientSmoke::test_on_stop": _RELIABLE,
-        "test_smoke.py::TestWebpubsubClientSmoke::test_duplicated_start": _RELIABLE,
-        "test_smoke.py::TestWebpubsubClientSmoke::test_duplicated_stop": _RELIABLE,
-        "test_smoke.py::TestWebpubsubClientSmoke::test_send_event": _RELIABLE,
-        "test_smoke.py::TestWebpubsubClientSmoke::test_rejoin_group": _RELIABLE,
-        "test_smoke_async.py::TestWebpubsubClientSmokeAsync::test_call_back_deadlock_async": _RELIABLE,
-        "test_smoke_async.py::TestWebpubsubClientSmokeAsync::test_context_manager_async": _RELIABLE_SEQ,
-        "test_smoke_async.py::TestWebpubsubClientSmokeAsync::test_on_stop_async": _RELIABLE,
-        "test_smoke_async.py::TestWebpubsubClientSmokeAsync::test_duplicated_start_async": _RELIABLE,
-        "test_smoke_async.py::TestWebpubsubClientSmokeAsync::test_duplicated_stop_async": _RELIABLE,
-        "test_smoke_async.py::TestWebpubsubClientSmokeAsync::test_send_event_async": _RELIABLE,
-        "test_smoke_async.py::TestWebpubsubClientSmokeAsync::test_rejoin_group_async": _RELIABLE,
-    },
-}
-
-
-def run_reliable() -> bool:
-    return os.environ.get("HUBBUB_SDK_LIVE_RELIABLE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def exclusions(suite: str, *, include_reliable: bool | None = None) -> dict[str, str]:
+def exclusions(suite: str) -> dict[str, str]:
     """Node id (relative to the suite's ``tests/``) -> reason, for the tests not run against hubbub."""
-    if include_reliable is None:
-        include_reliable = run_reliable()
-    out = dict(EXCLUDED[suite])
-    if not include_reliable:
-        out.update(
-            {k: v + "; set HUBBUB_SDK_LIVE_RELIABLE=1 to run it" for k, v in NEEDS_RELIABLE[suite].items()}
-        )
-    return out
+    return dict(EXCLUDED[suite])
 
 
 def markdown() -> str:
     lines = ["| SDK suite | test | why it does not run against hubbub |", "|---|---|---|"]
     for suite in SUITES:
-        rows = [*EXCLUDED[suite.name].items()]
-        rows += [
-            (k, v + " (runs with HUBBUB_SDK_LIVE_RELIABLE=1)") for k, v in NEEDS_RELIABLE[suite.name].items()
-        ]
-        for node_id, reason in sorted(rows):
+        for node_id, reason in sorted(EXCLUDED[suite.name].items()):
             lines.append(f"| {suite.package} {suite.version} | `{node_id}` | {reason} |")
     return "\n".join(lines)
 

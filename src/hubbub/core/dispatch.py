@@ -40,11 +40,11 @@ log = logging.getLogger("hubbub.dispatch")
 
 
 class UserEventUnhandled(HubbubError):
-    """No event handler takes this user event, or it failed (ack ``InvocationFailed``)."""
+    """No event handler takes this user event (ack ``InternalServerError``, as the real service)."""
 
     status = 500
-    code = "InvocationFailed"
-    ack_name = "InvocationFailed"
+    code = "InternalServerError"
+    ack_name = "InternalServerError"
 
 
 class UserEventSink(Protocol):

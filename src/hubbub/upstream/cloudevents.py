@@ -20,6 +20,7 @@ from hubbub.protocols.events import DataType, Payload
 __all__ = [
     "MAX_CONNECTION_STATE_BYTES",
     "ConnectResult",
+    "NoEventHandler",
     "UpstreamError",
     "event_headers",
     "parse_connect_response",
@@ -58,6 +59,16 @@ class UpstreamError(HubbubError):
     def __init__(self, message: str, status: int = 500) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NoEventHandler(UpstreamError):
+    """No event handler takes this user event.
+
+    The ack error is ``InternalServerError``: that is what the official client SDK's live tests
+    see from the real service when no handler is registered.
+    """
+
+    ack_name = "InternalServerError"
 
 
 def signature(keys: Sequence[str], connection_id: str) -> str:

@@ -34,6 +34,7 @@ from hubbub.upstream.cloudevents import (
     SYSTEM,
     USER,
     ConnectResult,
+    NoEventHandler,
     UpstreamError,
     check_connection_state,
     event_headers,
@@ -142,7 +143,7 @@ class Upstream:
         settings = self.source.get(session.hub)
         handler = settings.handler_for_user(event) if settings else None
         if handler is None:
-            raise UpstreamError(f"No event handler is registered for event '{event}'")
+            raise NoEventHandler(f"No event handler is registered for event '{event}'")
         content_type, body = user_event_body(payload)
         hdrs = self._headers(USER, event, session.hub, session.id, session.user_id, session, content_type)
         response = await self._post(handler, session.hub, event, hdrs, body)
