@@ -76,6 +76,7 @@ class Upstream:
         self._validated: dict[tuple[str, str], float] = {}  # (url, hub) -> expiry (inf = valid)
         self._tasks: set[asyncio.Task[None]] = set()
         self._connected_calls: dict[str, asyncio.Task[None]] = {}
+        self._validating: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -272,14 +273,24 @@ class Upstream:
         raise UpstreamError(f"The event handler failed: {why}")
 
     async def _validate(self, handler: EventHandler, hub: str) -> None:
-        """Abuse protection (spec §6.6): OPTIONS with ``WebHook-Request-Origin``."""
+        """Abuse protection (spec §6.6), once per URL template and hub; concurrent callers share it."""
         key = (handler.url_template, hub.lower())
         expiry = self._validated.get(key)
-        now = time.monotonic()
-        if expiry is not None and now < expiry:
+        if expiry is not None and time.monotonic() < expiry:
             if expiry == float("inf"):
                 return
             raise UpstreamError(f"The event handler {handler.url_template} failed validation")
+        pending = self._validating.get(key)
+        if pending is None:
+            pending = self._validating[key] = asyncio.get_running_loop().create_task(
+                self._options(handler, hub)
+            )
+            pending.add_done_callback(lambda _: self._validating.pop(key, None))
+        await asyncio.shield(pending)
+
+    async def _options(self, handler: EventHandler, hub: str) -> None:
+        key = (handler.url_template, hub.lower())
+        now = time.monotonic()
         url = handler.url(hub, "validate")
         headers = {"WebHook-Request-Origin": self.config.origin, "ce-awpsversion": "1.0"}
         response = await self._request("OPTIONS", url, hub, "validate", headers, None)
