@@ -238,3 +238,10 @@ def test_paging(service: WebPubSubServiceClient, make_client: Any) -> None:
     assert [len(p) for p in pages] == [2, 2, 1]
     assert {m.connection_id for p in pages for m in p} == ids
     assert len(list(service.list_connections(group="big", top=3))) == 3
+
+
+def test_send_event_without_handler_gets_the_service_error(make_client: Any) -> None:
+    client, _ = make_client(user_id="e")
+    with pytest.raises(SendMessageError) as info:
+        client.send_event("nobody-listens", "x", WebPubSubDataType.TEXT)
+    assert info.value.error_detail.name == "InternalServerError"
