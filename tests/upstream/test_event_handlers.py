@@ -66,10 +66,10 @@ class Env:
         )
         self.settings.put(HubSettings("chat", (handler,), **kw))
 
-    def url(self, **claims: Any) -> str:
-        aud = "http://localhost/client/hubs/chat"
+    def url(self, hub: str = "chat", **claims: Any) -> str:
+        aud = f"http://localhost/client/hubs/{hub}"
         token = jwt.encode({"aud": aud, "exp": time.time() + 60, **claims}, KEY, algorithm="HS256")
-        return f"{self.base}/client/hubs/chat?access_token={token}"
+        return f"{self.base}/client/hubs/{hub}?access_token={token}"
 
     async def connect(
         self, url: str | None = None, protocols: tuple[str, ...] = (JSON,)
@@ -273,3 +273,25 @@ async def test_handler_down_keeps_other_paths_flowing(env: Env) -> None:
     await ws.send_json({"type": "event", "event": "e", "dataType": "text", "data": "x", "ackId": 2})
     assert (await recv(ws))["error"]["name"] == "InvocationFailed"
     await ws.close()
+
+
+async def test_failed_connected_call_leaves_connection_whole(env: Env) -> None:
+    async def boom(_: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    env.handler.responders["connected"] = boom
+    env.configure()
+    # another hub whose handler is down must not disturb this one
+    env.settings.put(HubSettings("other", (EventHandler("http://127.0.0.1:9/{event}", "*", ("connect",)),)))
+    other = env.url("other", sub="x")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await env.connect(other)
+    assert info.value.status == 500
+    ws = await env.connect(env.url(sub="u", role=["webpubsub.joinLeaveGroup"]))
+    await recv(ws)
+    assert await asyncio.wait_for(env.handler.events.get(), 5) == "connect"
+    assert await asyncio.wait_for(env.handler.events.get(), 5) == "connected"
+    await ws.send_json({"type": "joinGroup", "group": "g", "ackId": 1})
+    assert (await recv(ws))["success"] is True  # registered and working despite the failed `connected`
+    await ws.close()
+    assert await asyncio.wait_for(env.handler.events.get(), 5) == "disconnected"
