@@ -129,7 +129,8 @@ class Session:
         if self.closed:
             return
         sequence_id = state.stamp()
-        data = frame(self.codec.stamp(body, sequence_id), OP_TEXT)
+        codec = self.codec
+        data = frame(codec.stamp(body, sequence_id), OP_TEXT if codec.text_frames else OP_BINARY)
         if not state.record(sequence_id, data):
             log.warning(
                 "closing %s/%s: reliable buffer full (%d messages, %d bytes unacknowledged)",

@@ -6,12 +6,15 @@ from collections.abc import Sequence
 
 from hubbub.protocols.base import Codec
 from hubbub.protocols.json_v1 import JsonCodec, JsonReliableCodec
+from hubbub.protocols.protobuf_v1 import ProtobufCodec, ProtobufReliableCodec
 from hubbub.protocols.simple import SimpleCodec
 
 __all__ = ["CODECS", "Codec", "negotiate"]
 
 #: Predefined subprotocols; any other offered value makes a simple client.
-CODECS: dict[str, Codec] = {c.name: c for c in (JsonCodec(), JsonReliableCodec())}
+CODECS: dict[str, Codec] = {
+    c.name: c for c in (JsonCodec(), JsonReliableCodec(), ProtobufCodec(), ProtobufReliableCodec())
+}
 SIMPLE = SimpleCodec()
 
 

@@ -25,6 +25,8 @@ class Codec:
     pubsub: ClassVar[bool] = False
     #: True for the ``*.reliable.*`` variants (sequence ids, recovery).
     reliable: ClassVar[bool] = False
+    #: False when every frame is binary (protobuf); stamped reliable frames follow it.
+    text_frames: ClassVar[bool] = True
 
     def decode(self, data: bytes | str, is_text: bool) -> ClientRequest:
         raise NotImplementedError
