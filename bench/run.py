@@ -45,61 +45,93 @@ class Result:
     seconds: float
 
 
-class Clients:
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.expected = 0
-        self.count = 0
-        self.last_receipt: dict[int, float] = {}
-        self.done = asyncio.Event()
-        self.sockets: list[aiohttp.ClientWebSocketResponse] = []
+class Receivers:
+    """The N idle clients: the compiled loadgen (bench/loadgen.c) in its own process."""
 
-    async def open(self, session: aiohttp.ClientSession, port: int) -> None:
+    def __init__(self, n: int, port: int, pin: bool) -> None:
+        self.n = n
+        binary = build_loadgen()
         aud = f"http://localhost:{port}/client/hubs/{HUB}"
         token = jwt.encode({"aud": aud, "exp": time.time() + 3600}, DEV_KEY, algorithm="HS256")
-        url = f"ws://127.0.0.1:{port}/client/hubs/{HUB}?access_token={token}"
-        for _ in range(self.n):
-            ws = await session.ws_connect(url, protocols=("json.webpubsub.azure.v1",), autoping=True)
-            await ws.receive()  # connected
-            self.sockets.append(ws)
-            asyncio.get_running_loop().create_task(self._read(ws))
+        cmd = [
+            str(binary),
+            "127.0.0.1",
+            str(port),
+            f"/client/hubs/{HUB}?access_token={token}",
+            str(n),
+            "json.webpubsub.azure.v1",
+        ]
+        if pin:
+            cmd = ["taskset", "-c", "1", *cmd]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self._line() != "READY":
+            raise RuntimeError("loadgen did not get ready")
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        async for msg in ws:
-            data = msg.data
-            # {"type":"message","from":"server","dataType":"text","data":"<index>:..."}
-            start = data.index('"data":"') + 8
-            index = int(data[start : data.index(":", start)])
-            self.last_receipt[index] = time.perf_counter()
-            self.count += 1
-            if self.count >= self.expected:
-                self.done.set()
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"loadgen exited with {self.proc.wait()}")
+        return line.strip()
+
+    def expect(self, messages: int) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"EXPECT {messages}\n")
+        self.proc.stdin.flush()
+        if self._line() != "GO":
+            raise RuntimeError("loadgen did not start the round")
+
+    def results(self, messages: int) -> tuple[dict[int, float], float]:
+        """Per message index: seconds (time.monotonic clock) of the last receipt; and loadgen CPU seconds."""
+        _, _, cpu = self._line().split()
+        receipts = {}
+        for _ in range(messages):
+            index, ns = self._line().split()
+            receipts[int(index)] = int(ns) / 1e9
+        return receipts, float(cpu)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("QUIT\n")
+        self.proc.stdin.close()
+        self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
-async def broadcast(port: int, server_pid: int, clients: Clients, messages: int, size: int) -> Result:
+def build_loadgen() -> Path:
+    source = ROOT / "bench" / "loadgen.c"
+    binary = ROOT / "bench" / ".build" / "loadgen"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        binary.parent.mkdir(exist_ok=True)
+        subprocess.run(["cc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+async def broadcast(port: int, server_pid: int, receivers: Receivers, messages: int, size: int) -> Result:
     url = f"http://127.0.0.1:{port}/api/hubs/{HUB}/:send?api-version=2024-12-01"
     token = jwt.encode({"aud": url, "exp": time.time() + 3600}, DEV_KEY, algorithm="HS256")
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}
-    clients.count, clients.expected = 0, clients.n * messages
-    clients.last_receipt.clear()
-    clients.done.clear()
+    receivers.expect(messages)
     sent: dict[int, float] = {}
-    s0, c0 = cpu_seconds(server_pid), cpu_seconds(os.getpid())
-    start = time.perf_counter()
+    s0 = cpu_seconds(server_pid)
+    start = time.monotonic()
     async with aiohttp.ClientSession() as http:
         for i in range(messages):
             body = f"{i}:".encode().ljust(size, b"x")
-            sent[i] = time.perf_counter()
+            sent[i] = time.monotonic()
             async with http.post(url, data=body, headers=headers) as r:
                 assert r.status == 202, r.status
-    await asyncio.wait_for(clients.done.wait(), timeout=120)
-    elapsed = time.perf_counter() - start
-    latencies = sorted((clients.last_receipt[i] - sent[i]) * 1000 for i in sent)
+    receipts, loadgen_cpu = await asyncio.get_running_loop().run_in_executor(
+        None, receivers.results, messages
+    )
+    elapsed = max(receipts.values()) - start
+    latencies = sorted((receipts[i] - sent[i]) * 1000 for i in sent)
     return Result(
-        deliveries_per_s=clients.expected / elapsed,
+        deliveries_per_s=receivers.n * messages / elapsed,
         p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         server_cpu=cpu_seconds(server_pid) - s0,
-        client_cpu=cpu_seconds(os.getpid()) - c0,
+        client_cpu=loadgen_cpu,
         seconds=elapsed,
     )
 
@@ -131,16 +163,14 @@ async def main(args: argparse.Namespace) -> int:
     port = free_port()
     server = start_server(port, pin)
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            clients = Clients(args.clients)
-            await clients.open(session, port)
-            await broadcast(port, server.pid, clients, max(1, args.messages // 10), args.size)  # warm-up
-            results = [
-                await broadcast(port, server.pid, clients, args.messages, args.size)
-                for _ in range(args.repeat)
-            ]
-            for ws in clients.sockets:
-                await ws.close()
+        receivers = Receivers(args.clients, port, pin)
+        try:
+            await broadcast(port, server.pid, receivers, max(1, args.messages // 10), args.size)  # warm-up
+            results = []
+            for _ in range(args.repeat):
+                results.append(await broadcast(port, server.pid, receivers, args.messages, args.size))
+        finally:
+            receivers.close()
     finally:
         server.terminate()
         server.wait(10)

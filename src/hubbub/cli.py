@@ -85,7 +85,7 @@ async def _run(config: ServiceConfig, demo: bool = False, store: SettingsStore |
     app = create_app(config, store=store)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True, backlog=4096)
     try:
         await site.start()
     except OSError as exc:
