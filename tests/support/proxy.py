@@ -1,7 +1,11 @@
 """A TCP proxy whose connections a test can cut abruptly (RST, no close frame).
 
-It simulates a network drop between a client and hubbub; both sides see the
-TCP connection die, exactly as when a Wi-Fi link goes away.
+It simulates a network drop between a client and hubbub: both sides see their TCP connection reset,
+exactly as when a link goes away, and no WebSocket close frame is exchanged.
+
+Sockets are closed only by the last of a pair's two pump threads, never while another thread may
+still be reading them (closing a file descriptor under a blocked ``recv`` lets a new connection
+reuse the number and have its bytes stolen).
 """
 
 from __future__ import annotations
@@ -10,7 +14,32 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
+
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class _Pair:
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.sockets = (client, upstream)
+        self.created = time.monotonic()
+        self.running = 2
+        self.lock = threading.Lock()
+        self.was_cut = False
+
+    def reset(self) -> None:
+        """Make the final close send RST, and wake both pumps."""
+        self.was_cut = True
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                s.shutdown(socket.SHUT_RD)
+
+    def pump_done(self) -> bool:
+        with self.lock:
+            self.running -= 1
+            return self.running == 0
 
 
 class CuttableProxy:
@@ -18,7 +47,7 @@ class CuttableProxy:
         self.target_port = target_port
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
-        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._pairs: list[_Pair] = []
         self._lock = threading.Lock()
         self._stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -34,32 +63,37 @@ class CuttableProxy:
             except OSError:
                 client.close()
                 continue
+            pair = _Pair(client, upstream)
             with self._lock:
-                self._pairs.append((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                self._pairs.append(pair)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(pair, src, dst), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, pair: _Pair, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
         except OSError:
             pass
-        finally:
+        if not pair.was_cut:  # a real end of stream: pass it on
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
+        if pair.pump_done():
+            with self._lock:
+                if pair in self._pairs:
+                    self._pairs.remove(pair)
+            for s in pair.sockets:
+                s.close()
 
-    def cut(self) -> int:
-        """Reset every open connection; return how many were cut."""
+    def cut(self, min_age: float = 0.0) -> int:
+        """Reset every open connection at least ``min_age`` seconds old; return how many were cut."""
+        now = time.monotonic()
         with self._lock:
-            pairs, self._pairs = self._pairs, []
-        for pair in pairs:
-            for s in pair:
-                with contextlib.suppress(OSError):
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    s.close()
-        return len(pairs)
+            doomed = [p for p in self._pairs if now - p.created >= min_age]
+            self._pairs = [p for p in self._pairs if p not in doomed]
+        for pair in doomed:
+            pair.reset()
+        return len(doomed)
 
     def close(self) -> None:
         self._stopped = True
