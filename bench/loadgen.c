@@ -12,7 +12,8 @@
  *   <- "EXPECT <messages>"          start a round of <messages> broadcasts (indexes 0..messages-1)
  *   -> "GO", later "DONE <received> <cpu_s>" (CPU of this round), followed by <messages> lines "<index> <last_receipt_ns>"
  *   <- "QUIT"
- * Server pings are answered with (masked) pongs; other frames are ignored.
+ * Server pings are answered with (masked) pongs; on a reliable subprotocol every connection sends a
+ * sequenceAck every 300 messages (what the JS client does); other frames are ignored.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -35,6 +36,7 @@
 typedef struct {
     int fd;
     int upgraded;
+    long last_seq, acked_seq;
     size_t len;
     unsigned char buf[BUF];
 } conn_t;
@@ -59,6 +61,30 @@ static void die(const char *what) {
 static long expected_msgs = 0, received = 0;
 static double cpu_at_start = 0;
 static int64_t *last_receipt = NULL;
+
+static int reliable = 0;
+
+/* Reliable subprotocols: acknowledge the largest sequence id seen, every 300 messages. */
+static void track_sequence(conn_t *c, const unsigned char *p, size_t n) {
+    static const char key[] = "\"sequenceId\":";
+    const unsigned char *hit = memmem(p, n, key, sizeof key - 1);
+    if (!hit) return;
+    long seq = 0;
+    for (const unsigned char *d = hit + sizeof key - 1; d < p + n && *d >= '0' && *d <= '9'; d++)
+        seq = seq * 10 + (*d - '0');
+    if (seq > c->last_seq) c->last_seq = seq;
+    if (c->last_seq - c->acked_seq >= 300) {
+        char body[64];
+        int len = snprintf(body, sizeof body, "{\"type\":\"sequenceAck\",\"sequenceId\":%ld}", c->last_seq);
+        unsigned char frame[6 + 64];
+        frame[0] = 0x81;
+        frame[1] = 0x80 | (unsigned char)len;
+        memset(frame + 2, 0, 4); /* zero mask key */
+        memcpy(frame + 6, body, (size_t)len);
+        if (write(c->fd, frame, 6 + (size_t)len) < 0 && errno != EAGAIN) perror("sequenceAck");
+        c->acked_seq = c->last_seq;
+    }
+}
 
 static void on_text(const unsigned char *p, size_t n) {
     static const char key[] = "\"data\":\"";
@@ -105,7 +131,10 @@ static int parse_frames(conn_t *c) {
         }
         if (plen > BUF - 16) { fprintf(stderr, "frame too large for loadgen\n"); exit(1); }
         if (avail < hdr + plen) break;
-        if (opcode == 0x1) on_text(f + hdr, plen);
+        if (opcode == 0x1) {
+            on_text(f + hdr, plen);
+            if (reliable) track_sequence(c, f + hdr, plen);
+        }
         else if (opcode == 0x9) send_pong(c->fd, f + hdr, plen);
         else if (opcode == 0x8) return -1;
         off += hdr + plen;
@@ -136,6 +165,7 @@ int main(int argc, char **argv) {
     }
     const char *host = argv[1], *path = argv[3], *proto = argv[5];
     int port = atoi(argv[2]), n = atoi(argv[4]);
+    reliable = strstr(proto, ".reliable.") != NULL;
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) die("inet_pton");
 

@@ -48,7 +48,7 @@ class Result:
 class Receivers:
     """The N idle clients: the compiled loadgen (bench/loadgen.c) in its own process."""
 
-    def __init__(self, n: int, port: int, pin: bool) -> None:
+    def __init__(self, n: int, port: int, pin: bool, protocol: str) -> None:
         self.n = n
         binary = build_loadgen()
         aud = f"http://localhost:{port}/client/hubs/{HUB}"
@@ -59,7 +59,7 @@ class Receivers:
             str(port),
             f"/client/hubs/{HUB}?access_token={token}",
             str(n),
-            "json.webpubsub.azure.v1",
+            protocol,
         ]
         if pin:
             cmd = ["taskset", "-c", "1", *cmd]
@@ -156,40 +156,64 @@ def start_server(port: int, pin: bool) -> subprocess.Popen[bytes]:
     return proc
 
 
-async def main(args: argparse.Namespace) -> int:
-    pin = (os.cpu_count() or 1) >= 2 and not args.smoke
-    if pin:
-        os.sched_setaffinity(0, {1})
+PROTOCOLS = ("json.webpubsub.azure.v1", "json.reliable.webpubsub.azure.v1")
+
+
+async def scenario(args: argparse.Namespace, protocol: str, pin: bool) -> list[Result]:
+    """One server, N receivers on ``protocol``: a warm-up round, then ``repeat`` measured rounds."""
     port = free_port()
     server = start_server(port, pin)
     try:
-        receivers = Receivers(args.clients, port, pin)
+        receivers = Receivers(args.clients, port, pin, protocol)
         try:
             await broadcast(port, server.pid, receivers, max(1, args.messages // 10), args.size)  # warm-up
-            results = []
-            for _ in range(args.repeat):
-                results.append(await broadcast(port, server.pid, receivers, args.messages, args.size))
+            return [
+                await broadcast(port, server.pid, receivers, args.messages, args.size)
+                for _ in range(args.repeat)
+            ]
         finally:
             receivers.close()
     finally:
         server.terminate()
         server.wait(10)
-    rates = [r.deliveries_per_s for r in results]
-    print(
-        f"\nbroadcast: {args.clients} clients x {args.messages} messages of {args.size} B, "
-        f"{args.repeat} runs (server pinned to CPU 0, load generator to CPU 1: {pin})"
+
+
+def row(name: str, values: list[float], fmt: str) -> str:
+    return (
+        f"| {name} | "
+        + " | ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+        + " |"
     )
-    print("| metric | min | median | max |\n|---|---|---|---|")
-    print(f"| deliveries/s | {min(rates):,.0f} | {statistics.median(rates):,.0f} | {max(rates):,.0f} |")
-    p99 = [r.p99_ms for r in results]
+
+
+async def main(args: argparse.Namespace) -> int:
+    pin = (os.cpu_count() or 1) >= 2 and not args.smoke
+    if pin:
+        os.sched_setaffinity(0, {1})
     print(
-        f"| p99 publish→last receipt (ms) | {min(p99):.1f} | {statistics.median(p99):.1f} | {max(p99):.1f} |"
+        f"\nbroadcast (REST :send to all): {args.clients} clients x {args.messages} messages of {args.size} B, "
+        f"{args.repeat} runs per protocol (server pinned to CPU 0, load generator to CPU 1: {pin})\n"
     )
-    for r in results:
+    print("| protocol / metric | min | median | max |\n|---|---|---|---|")
+    medians: dict[str, float] = {}
+    for protocol in PROTOCOLS:
+        results = await scenario(args, protocol, pin)
+        rates = [r.deliveries_per_s for r in results]
+        medians[protocol] = statistics.median(rates)
+        print(row(f"{protocol} deliveries/s", rates, "{:,.0f}"))
+        print(row(f"{protocol} p99 publish→last receipt (ms)", [r.p99_ms for r in results], "{:.1f}"))
         print(
-            f"  run: {r.seconds:.2f}s wall, server CPU {r.server_cpu:.2f}s ({r.server_cpu / r.seconds:.0%}), "
-            f"load generator CPU {r.client_cpu:.2f}s ({r.client_cpu / r.seconds:.0%})"
+            row(f"{protocol} server CPU share", [r.server_cpu / r.seconds * 100 for r in results], "{:.0f}%")
         )
+        print(
+            row(
+                f"{protocol} load generator CPU share",
+                [r.client_cpu / r.seconds * 100 for r in results],
+                "{:.0f}%",
+            )
+        )
+    reliable, plain = medians[PROTOCOLS[1]], medians[PROTOCOLS[0]]
+    print(f"\nreliable / non-reliable fan-out (medians): {reliable / plain:.2f}x")
     return 0
 
 

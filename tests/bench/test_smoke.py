@@ -18,4 +18,5 @@ def test_broadcast_smoke() -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
-    assert "| deliveries/s |" in out.stdout
+    assert "json.reliable.webpubsub.azure.v1 deliveries/s" in out.stdout
+    assert "reliable / non-reliable fan-out" in out.stdout
