@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 NODE_DIR := tests/interop/node
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench setup node-deps system-deps clean
+.PHONY: demo test lint unit bench setup node-deps system-deps redis-deps clean
 
 setup: $(STAMP)
 
@@ -26,15 +26,26 @@ demo: setup
 	$(PY) -m hubbub demo
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench samples/serverless-chat samples/notifications
+	$(VENV)/bin/ruff format --check src tests bench samples/serverless-chat samples/notifications
 	$(VENV)/bin/mypy
 
-unit: setup
+unit: setup redis-deps
 	$(VENV)/bin/pytest -q
 
-test: setup node-deps lint
+test: setup node-deps redis-deps lint
 	$(VENV)/bin/pytest -q
+
+# redis-server for tests/broker and tests/cluster (each test session starts its own on a free port);
+# installed with apt-get when missing and we are root, else those tests skip.
+redis-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing and we are not root: the Redis tests will be skipped"; \
+	  fi; }
 
 bench: setup
 	$(PY) bench/run.py

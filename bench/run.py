@@ -191,8 +191,9 @@ async def main(args: argparse.Namespace) -> int:
     if pin:
         os.sched_setaffinity(0, {1})
     print(
-        f"\nbroadcast (REST :send to all): {args.clients} clients x {args.messages} messages of {args.size} B, "
-        f"{args.repeat} runs per protocol (server pinned to CPU 0, load generator to CPU 1: {pin})\n"
+        f"\nbroadcast (REST :send to all): {args.clients} clients x {args.messages} messages of "
+        f"{args.size} B, {args.repeat} runs per protocol "
+        f"(server pinned to CPU 0, load generator to CPU 1: {pin})\n"
     )
     print("| protocol / metric | min | median | max |\n|---|---|---|---|")
     medians: dict[str, float] = {}

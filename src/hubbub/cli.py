@@ -16,6 +16,7 @@ from hubbub import __version__
 from hubbub.api.app import create_app
 from hubbub.auth import DEV_ACCESS_KEY, client_audience, mint_client_token
 from hubbub.config import ServiceConfig
+from hubbub.functions.cli import add_func_parser
 from hubbub.hub_cli import add_hub_parser
 from hubbub.store import ConfigFileError, SettingsStore, StoreError, default_data_dir, load_config_file
 
@@ -51,7 +52,11 @@ def _serve(args: argparse.Namespace) -> int:
             uvloop.install()
         except ImportError:  # pragma: no cover - uvloop is optional
             pass
-        return asyncio.run(_run(config, demo=getattr(args, "demo", False), store=store))
+        redis_url = getattr(args, "redis", None) or os.environ.get("HUBBUB_REDIS") or None
+        cluster = (redis_url, getattr(args, "node_id", None)) if redis_url else None
+        demo = getattr(args, "demo", False)
+        signalr = (getattr(args, "signalr_port", None), getattr(args, "signalr_settings", None))
+        return asyncio.run(_run(config, demo=demo, store=store, cluster=cluster, signalr=signalr))
     except StoreError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
@@ -81,8 +86,24 @@ def _demo_banner(config: ServiceConfig, host: str) -> None:
     print("Ctrl-C stops.", flush=True)
 
 
-async def _run(config: ServiceConfig, demo: bool = False, store: SettingsStore | None = None) -> int:
-    app = create_app(config, store=store)
+async def _run(
+    config: ServiceConfig,
+    demo: bool = False,
+    store: SettingsStore | None = None,
+    cluster: tuple[str, str | None] | None = None,
+    signalr: tuple[int | None, str | None] = (None, None),
+) -> int:
+    broker = None
+    if cluster is not None:  # --redis URL [--node-id ID]: one node of a cluster
+        from hubbub.broker.redis import RedisBroker
+
+        try:
+            broker = RedisBroker(*cluster)
+        except ValueError as exc:
+            print(f"hubbub: --redis/--node-id: {exc}", file=sys.stderr)
+            return 2
+        print(f"hubbub: cluster node {broker.node_id} (redis {broker.display_url})", flush=True)
+    app = create_app(config, store=store, broker=broker, presence=broker.presence if broker else None)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True, backlog=4096)
@@ -104,10 +125,26 @@ async def _run(config: ServiceConfig, demo: bool = False, store: SettingsStore |
     if store is not None:
         count = len(store.list())
         print(f"  hub settings: {store.location} ({count} hub{'' if count == 1 else 's'})", flush=True)
+    from hubbub.signalr.app import start_signalr  # SignalR serverless on --signalr-port (issue #6)
+
+    try:
+        signalr_runner = await start_signalr(config, *signalr)
+    except (OSError, ValueError) as exc:
+        print(f"hubbub: SignalR: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
+    functions = None
     if demo:
         _demo_banner(config, host)
+        from hubbub.functions.demo import start_demo  # the functions host on samples/serverless-chat
+
+        functions = await start_demo(config.connection_string(host))
     await stop.wait()
     print("hubbub: shutting down", flush=True)
+    if functions is not None:
+        await functions.close()
+    if signalr_runner is not None:
+        await signalr_runner.cleanup()
     await runner.cleanup()
     return 0
 
@@ -147,12 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"where hub settings are kept, ':memory:' for nowhere (default {default_data_dir()})",
         )
 
+    def cluster(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--redis",
+            metavar="URL",
+            help="run as a cluster node over Redis, e.g. redis://host:6379 (env HUBBUB_REDIS)",
+        )
+        p.add_argument("--node-id", help="this node's name in the cluster (default: random)")
+
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="Web PubSub port (default 8080)")
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     keys(serve)
     settings(serve)
+    cluster(serve)
+    serve.add_argument("--signalr-port", type=int, help="SignalR port (default 8888; 0 disables)")
+    serve.add_argument(
+        "--signalr-settings", metavar="PATH", help="SignalR upstream settings (emulator settings.json)"
+    )
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="run the service and print a ready-to-use client URL")
@@ -161,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-level", default="INFO")
     keys(demo)
     settings(demo)
+    cluster(demo)
+    demo.add_argument("--signalr-port", type=int, help="SignalR port (default 8888; 0 disables)")
+    demo.add_argument(
+        "--signalr-settings", metavar="PATH", help="SignalR upstream settings (emulator settings.json)"
+    )
     demo.set_defaults(func=_serve, demo=True)
 
     token = sub.add_parser("token", help="print a client access URL")
@@ -174,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=_token)
 
     add_hub_parser(sub)
+    add_func_parser(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from tests.sdk_live import sdists
 from tests.sdk_live.suites import SUITES
+from tests.support.proxy import CuttableProxy, cuttable_proxy
 from tests.support.server import Server, free_port, run_server, wait_for_port
 
 HERE = Path(__file__).resolve().parent
@@ -58,13 +59,28 @@ def sdk_reverse_proxy(sdk_server: Server) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def sdk_live_env(sdk_server: Server, sdk_reverse_proxy: str) -> dict[str, str]:
+def sdk_wan_proxy(sdk_server: Server) -> Iterator[CuttableProxy]:
+    """The client suite reaches hubbub over a simulated WAN (10 ms each way), as it reaches Azure.
+
+    Some of its sync tests race two websocket-client threads on one socket; on bare loopback the
+    wrong thread wins and the client never notices its own close. Network latency is what those
+    tests were written against.
+    """
+    with cuttable_proxy(sdk_server.port, delay=0.01) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def sdk_live_env(sdk_server: Server, sdk_reverse_proxy: str, sdk_wan_proxy: CuttableProxy) -> dict[str, str]:
     """The environment the SDK suites read, pointed at hubbub."""
+    client_cs = sdk_server.connection_string.replace(
+        f"Port={sdk_server.port};", f"Port={sdk_wan_proxy.port};"
+    )
     return {
         # azure-messaging-webpubsubservice tests (WebpubsubPowerShellPreparer, directory "webpubsub")
         "WEBPUBSUB_ENDPOINT": sdk_server.endpoint,
         "WEBPUBSUB_CONNECTION_STRING": sdk_server.connection_string,
         "WEBPUBSUB_REVERSE_PROXY_ENDPOINT": sdk_reverse_proxy,
         # azure-messaging-webpubsubclient tests (WebpubsubClientPowerShellPreparer)
-        "WEBPUBSUBCLIENT_CONNECTION_STRING": sdk_server.connection_string,
+        "WEBPUBSUBCLIENT_CONNECTION_STRING": client_cs,
     }

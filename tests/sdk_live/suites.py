@@ -105,12 +105,6 @@ EXCLUDED: dict[str, dict[str, str]] = {
         ): _AAD,
     },
     "client": {
-        "test_auto_connect.py::TestWebpubsubClientAutoConnect::test_auto_connect": _SYNC_CLOSE_RACE,
-        (
-            "test_no_recovery_no_connect.py::TestWebpubsubClientNoRecoveryNoReconnect"
-            "::test_disable_recovery_and_autoconnect"
-        ): _SYNC_CLOSE_RACE,
-        "test_recovery.py::TestWebpubsubClientRecovery::test_recovery": _SYNC_CLOSE_RACE,
         "test_smoke.py::TestWebpubsubClientSmoke::test_open_client_error": _EXTERNAL,
         "test_smoke_async.py::TestWebpubsubClientSmokeAsync::test_open_client_error_async": _EXTERNAL,
     },

@@ -11,6 +11,7 @@ reuse the number and have its bytes stolen).
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
 import struct
 import threading
@@ -43,8 +44,9 @@ class _Pair:
 
 
 class CuttableProxy:
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay: float = 0.0) -> None:
         self.target_port = target_port
+        self.delay = delay  # seconds added to every chunk in each direction (a WAN's latency)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._pairs: list[_Pair] = []
@@ -70,11 +72,14 @@ class CuttableProxy:
                 threading.Thread(target=self._pump, args=(pair, src, dst), daemon=True).start()
 
     def _pump(self, pair: _Pair, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
+        if self.delay:
+            self._pump_delayed(src, dst)
+        else:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
         if not pair.was_cut:  # a real end of stream: pass it on
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
@@ -84,6 +89,31 @@ class CuttableProxy:
                     self._pairs.remove(pair)
             for s in pair.sockets:
                 s.close()
+
+    def _pump_delayed(self, src: socket.socket, dst: socket.socket) -> None:
+        """Each chunk leaves ``delay`` seconds after it arrived (a link's latency, not a throttle)."""
+        chunks: queue.Queue[tuple[float, bytes]] = queue.Queue()
+
+        def send() -> None:
+            while True:
+                due, data = chunks.get()
+                if not data:
+                    return
+                time.sleep(max(0.0, due - time.monotonic()))
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    return
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        try:
+            while data := src.recv(65536):
+                chunks.put((time.monotonic() + self.delay, data))
+        except OSError:
+            pass
+        chunks.put((0.0, b""))
+        sender.join()
 
     def cut(self, min_age: float = 0.0) -> int:
         """Reset every open connection at least ``min_age`` seconds old; return how many were cut."""
@@ -102,8 +132,8 @@ class CuttableProxy:
 
 
 @contextlib.contextmanager
-def cuttable_proxy(target_port: int) -> Iterator[CuttableProxy]:
-    proxy = CuttableProxy(target_port)
+def cuttable_proxy(target_port: int, delay: float = 0.0) -> Iterator[CuttableProxy]:
+    proxy = CuttableProxy(target_port, delay)
     try:
         yield proxy
     finally:

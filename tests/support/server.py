@@ -49,6 +49,8 @@ def run_server(*extra: str, access_key: str = DEV_KEY, env: dict[str, str] | Non
     port = free_port()
     if "--data-dir" not in extra:  # never touch the user's real settings from a test
         extra = ("--data-dir", ":memory:", *extra)
+    if "--signalr-port" not in extra:  # many servers run at once in tests: no fixed SignalR port
+        extra = ("--signalr-port", "0", *extra)
     cmd = [sys.executable, "-m", "hubbub", "serve", "--port", str(port), "--access-key", access_key, *extra]
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})})
     try:

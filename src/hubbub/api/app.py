@@ -8,6 +8,7 @@ from aiohttp import web
 
 from hubbub.api.admin import add_admin_routes
 from hubbub.api.rest import RestApi
+from hubbub.broker.base import Broker, Presence
 from hubbub.broker.memory import MemoryBroker
 from hubbub.config import ServiceConfig
 from hubbub.core.dispatch import Dispatcher
@@ -24,9 +25,14 @@ UPSTREAM_KEY = web.AppKey("upstream", Upstream)
 
 
 def create_app(
-    config: ServiceConfig, node: Node | None = None, store: SettingsSource | None = None
+    config: ServiceConfig,
+    node: Node | None = None,
+    store: SettingsSource | None = None,
+    *,
+    broker: Broker | None = None,
+    presence: Presence | None = None,
 ) -> web.Application:
-    node = node or Node(MemoryBroker())
+    node = node or Node(broker or MemoryBroker(), presence)
     settings: SettingsSource = store if store is not None else StaticSettings()
     upstream = Upstream(config, settings)
     node.on_attach.append(upstream.connected)

@@ -215,8 +215,8 @@ class RestApi:
         await self.node.publish(Command(op, call.hub, scope, target, **fields))
         return web.Response(status=status)
 
-    def _require_connection(self, call: Call, connection_id: str) -> None:
-        if not self.node.connection_exists(call.hub, connection_id):
+    async def _require_connection(self, call: Call, connection_id: str) -> None:
+        if not await self.node.connection_exists(call.hub, connection_id):
             raise NotFound(f"Connection '{connection_id}' does not exist.")
 
     # -- hub-wide -------------------------------------------------------------------------
@@ -291,7 +291,8 @@ class RestApi:
 
     @route("HEAD", "connections", "*")
     async def connection_exists(self, call: Call) -> web.Response:
-        return web.Response(status=200 if self.node.connection_exists(call.hub, call.args[0]) else 404)
+        exists = await self.node.connection_exists(call.hub, call.args[0])
+        return web.Response(status=200 if exists else 404)
 
     @route("POST", "connections", "*", ":send")
     async def send_to_connection(self, call: Call) -> web.Response:
@@ -308,7 +309,7 @@ class RestApi:
     @route("HEAD", "groups", "*")
     async def group_exists(self, call: Call) -> web.Response:
         group = check_group(call.args[0])
-        return web.Response(status=200 if self.node.group_exists(call.hub, group) else 404)
+        return web.Response(status=200 if await self.node.group_exists(call.hub, group) else 404)
 
     @route("POST", "groups", "*", ":closeConnections")
     async def close_group(self, call: Call) -> web.Response:
@@ -333,7 +334,7 @@ class RestApi:
         page_size = _int_param(call, "maxpagesize", 1, MAX_PAGE_SIZE, MAX_PAGE_SIZE) or MAX_PAGE_SIZE
         top = _int_param(call, "top", 1, 2**31 - 1, None)
         after = _decode_continuation(call.query("continuationToken"))
-        members = sorted(self.node.group_members(call.hub, group))
+        members = sorted(await self.node.group_members(call.hub, group))
         if after is not None:
             members = [m for m in members if m[0] > after]
         limit = page_size if top is None else min(page_size, top)
@@ -362,7 +363,7 @@ class RestApi:
     @route("PUT", "groups", "*", "connections", "*")
     async def add_connection_to_group(self, call: Call) -> web.Response:
         group, cid = check_group(call.args[0]), check_connection_id(call.args[1])
-        self._require_connection(call, cid)
+        await self._require_connection(call, cid)
         return await self._command(call, Op.ADD_TO_GROUPS, Scope.CONNECTION, cid, 200, groups=(group,))
 
     # -- permissions ------------------------------------------------------------------------------
@@ -378,7 +379,7 @@ class RestApi:
     @route("PUT", "permissions", "*", "connections", "*")
     async def grant_permission(self, call: Call) -> web.Response:
         permission, cid, target = self._permission_args(call)
-        self._require_connection(call, cid)
+        await self._require_connection(call, cid)
         return await self._command(
             call, Op.GRANT, Scope.CONNECTION, cid, 200, permission=permission.value, permission_target=target
         )
@@ -393,14 +394,14 @@ class RestApi:
     @route("HEAD", "permissions", "*", "connections", "*")
     async def check_permission(self, call: Call) -> web.Response:
         permission, cid, target = self._permission_args(call)
-        has = self.node.check_permission(call.hub, cid, permission, target)
+        has = await self.node.check_permission(call.hub, cid, permission, target)
         return web.Response(status=200 if has else 404)
 
     # -- users ------------------------------------------------------------------------------------
 
     @route("HEAD", "users", "*")
     async def user_exists(self, call: Call) -> web.Response:
-        return web.Response(status=200 if self.node.user_exists(call.hub, call.args[0]) else 404)
+        return web.Response(status=200 if await self.node.user_exists(call.hub, call.args[0]) else 404)
 
     @route("POST", "users", "*", ":closeConnections")
     async def close_user(self, call: Call) -> web.Response:

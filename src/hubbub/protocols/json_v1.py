@@ -228,4 +228,4 @@ class JsonReliableCodec(JsonCodec):
 
     def stamp(self, body: bytes, sequence_id: int) -> bytes:
         """Finish a shared :meth:`message_body` with this connection's sequence id."""
-        return b"%s,\"sequenceId\":%d}" % (body, sequence_id)
+        return b'%s,"sequenceId":%d}' % (body, sequence_id)

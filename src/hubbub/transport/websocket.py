@@ -238,7 +238,9 @@ class ClientEndpoint:
             reason = await self._read_loop(ws, session)
         finally:
             if session.link is link:  # else a resumed connection took the session over
-                clean = ws.close_code in (1000, 1001) and reason is None
+                # only a normal closure ends a reliable session at once: 1001 ("going away") and
+                # every abnormal end keep it for the retention time, as Azure does
+                clean = ws.close_code in (1000, 1005) and reason is None
                 if session.reliable is not None and not session.closed and not clean:
                     self.node.suspend(session, self.config.reliable_retention_seconds)
                 else:

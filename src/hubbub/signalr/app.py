@@ -1,0 +1,130 @@
+"""Assemble the SignalR aiohttp application, and start it beside Web PubSub (``hubbub serve``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from aiohttp import web
+
+from hubbub.config import ServiceConfig
+from hubbub.errors import HubbubError
+from hubbub.signalr.config import DEFAULT_SIGNALR_PORT, SignalRConfig
+from hubbub.signalr.rest import SignalRRestApi
+from hubbub.signalr.service import SignalRService
+from hubbub.signalr.transports import ClientEndpoint, cors_middleware, cors_on_prepare
+from hubbub.signalr.upstream import SignalRUpstream
+from hubbub.signalr.upstream_rules import UpstreamTemplate, parse_settings
+
+__all__ = [
+    "SIGNALR_SERVICE_KEY",
+    "connection_string",
+    "create_signalr_app",
+    "load_upstream_settings",
+    "start_signalr",
+]
+
+SIGNALR_SERVICE_KEY = web.AppKey("signalr", SignalRService)
+
+
+def create_signalr_app(config: SignalRConfig, service: SignalRService | None = None) -> web.Application:
+    service = service if service is not None else SignalRService(config)
+    upstream = (
+        SignalRUpstream(service, config.upstream, timeout=config.upstream_timeout_seconds)
+        if config.upstream
+        else None
+    )
+    clients = ClientEndpoint(service)
+    rest = SignalRRestApi(service)
+    app = web.Application(middlewares=[cors_middleware], client_max_size=config.max_rest_body_bytes)
+    app[SIGNALR_SERVICE_KEY] = service
+    app.on_response_prepare.append(cors_on_prepare)
+    for path in ("/client/negotiate", "/client/negotiate/"):
+        app.router.add_route("POST", path, clients.negotiate)
+    for path in ("/client", "/client/"):
+        app.router.add_route("GET", path, clients.connect)
+        app.router.add_route("POST", path, clients.send)
+        app.router.add_route("DELETE", path, clients.delete)
+    for path in ("/api/health", "/api/v1/health"):
+        app.router.add_get(path, rest.health)
+    app.router.add_route("*", "/api/v1/hubs/{tail:.*}", rest.dispatch)
+    app.router.add_route("*", "/api/hubs/{tail:.*}", rest.dispatch)
+
+    async def start(_: web.Application) -> None:
+        if upstream is not None:
+            await upstream.start()
+        await service.start()
+
+    async def shutdown(_: web.Application) -> None:
+        await service.close()
+        if upstream is not None:
+            await upstream.close()  # after the disconnected events of the shutdown
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(shutdown)
+    return app
+
+
+def connection_string(host: str, port: int, key: str) -> str:
+    return f"Endpoint=http://{host};Port={port};AccessKey={key};Version=1.0;"
+
+
+def load_upstream_settings(path: str) -> tuple[UpstreamTemplate, ...]:
+    """Upstream templates from a JSON file: the emulator's ``settings.json`` or the ARM shape.
+
+    Raises :class:`ValueError` with a message for the user when the file cannot be used.
+    """
+    try:
+        with open(path, encoding="utf-8") as file:
+            document = json.load(file)
+        return parse_settings(document)
+    except OSError as exc:
+        raise ValueError(f"cannot read SignalR settings {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"SignalR settings {path} are not JSON: {exc}") from None
+    except HubbubError as exc:
+        raise ValueError(f"SignalR settings {path}: {exc.message}") from None
+
+
+async def start_signalr(
+    config: ServiceConfig, port: int | None, settings_path: str | None = None
+) -> web.AppRunner | None:
+    """Start SignalR on ``port`` (None: the default 8888, skipped with a warning when busy; 0: off).
+
+    ``settings_path`` (or ``HUBBUB_SIGNALR_SETTINGS``) names the upstream settings file. Prints the
+    connection string. Returns the runner to clean up, or None when not started. Raises
+    :class:`ValueError` for unusable settings and :class:`OSError` when an explicitly requested
+    port cannot be bound.
+    """
+    if port == 0:
+        return None
+    chosen = DEFAULT_SIGNALR_PORT if port is None else port
+    settings_path = settings_path or os.environ.get("HUBBUB_SIGNALR_SETTINGS") or None
+    upstream = load_upstream_settings(settings_path) if settings_path else ()
+    signalr = SignalRConfig(access_keys=config.access_keys, upstream=upstream)
+    runner = web.AppRunner(
+        create_signalr_app(signalr), handle_signals=False, access_log=None, shutdown_timeout=5.0
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, chosen, reuse_address=True, backlog=4096)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if port is not None:
+            raise
+        print(
+            f"hubbub: SignalR not started: cannot listen on {config.host}:{chosen} ({exc.strerror}); "
+            "pass --signalr-port to choose another port, 0 to disable",
+            file=sys.stderr,
+            flush=True,
+        )
+        return None
+    host = "localhost" if config.host in ("127.0.0.1", "::1", "localhost") else config.host
+    print(f"hubbub: SignalR (serverless) on http://{host}:{chosen}", flush=True)
+    print(f"  connection string: {connection_string(host, chosen, config.primary_key)}", flush=True)
+    if settings_path:
+        count = len(upstream)
+        print(f"  upstream: {settings_path} ({count} template{'' if count == 1 else 's'})", flush=True)
+    return runner
