@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from hubbub.api.app import UPSTREAM_KEY, create_app
 from hubbub.config import ServiceConfig
 from hubbub.settings import EventHandler, HubSettings, StaticSettings
+from tests.support.proxy import cuttable_proxy
 
 KEY, KEY2 = "primary-key-0123456789-0123456789", "secondary-key-0123456789-012345678"
 JSON = "json.webpubsub.azure.v1"
@@ -295,3 +296,40 @@ async def test_failed_connected_call_leaves_connection_whole(env: Env) -> None:
     assert (await recv(ws))["success"] is True  # registered and working despite the failed `connected`
     await ws.close()
     assert await asyncio.wait_for(env.handler.events.get(), 5) == "disconnected"
+
+
+async def test_reliable_disconnected_only_when_the_session_ends() -> None:
+    """A dropped reliable connection fires `disconnected` once, when its session expires, not at the drop."""
+    handler = Handler()
+    handler_app = web.Application()
+    handler_app.router.add_route("*", "/{tail:.*}", handler.handle)
+    handler_server = TestServer(handler_app, host="127.0.0.1")
+    await handler_server.start_server()
+    settings = StaticSettings()
+    url = f"http://127.0.0.1:{handler_server.port}/{{hub}}/{{event}}"
+    settings.put(HubSettings("chat", (EventHandler(url, "", ("connected", "disconnected")),)))
+    app = create_app(ServiceConfig(access_keys=(KEY,), reliable_retention_seconds=1.0), store=settings)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    token = jwt.encode(
+        {"aud": "http://localhost/client/hubs/chat", "exp": time.time() + 60}, KEY, algorithm="HS256"
+    )
+    try:
+        with cuttable_proxy(server.port) as proxy:
+            async with aiohttp.ClientSession() as http:
+                ws = await http.ws_connect(
+                    f"http://127.0.0.1:{proxy.port}/client/hubs/chat?access_token={token}",
+                    protocols=("json.reliable.webpubsub.azure.v1",),
+                )
+                await recv(ws)
+                assert await asyncio.wait_for(handler.events.get(), 5) == "connected"
+                assert await asyncio.to_thread(proxy.cut) == 1
+                with pytest.raises(TimeoutError):  # retained: no `disconnected` yet
+                    await asyncio.wait_for(handler.events.get(), 0.5)
+                assert await asyncio.wait_for(handler.events.get(), 5) == "disconnected"
+                await ws.close()
+        await asyncio.sleep(0.2)
+        assert [e for e, _, _ in handler.requests].count("disconnected") == 1
+    finally:
+        await server.close()
+        await handler_server.close()
