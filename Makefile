@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 NODE_DIR := tests/interop/node
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench setup node-deps system-deps redis-deps clean
+.PHONY: demo test lint unit bench setup node-deps system-deps redis-deps browser-deps clean
 
 setup: $(STAMP)
 
@@ -33,7 +33,7 @@ lint: setup
 unit: setup redis-deps
 	$(VENV)/bin/pytest -q
 
-test: setup node-deps redis-deps lint
+test: setup node-deps redis-deps browser-deps lint
 	$(VENV)/bin/pytest -q
 
 # redis-server for tests/broker and tests/cluster (each test session starts its own on a free port);
@@ -45,6 +45,17 @@ redis-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	  else \
 	    echo "redis-server is missing and we are not root: the Redis tests will be skipped"; \
+	  fi; }
+
+# Debian's chromium for tests/browser (driven by the playwright package; never `playwright install`);
+# installed with apt-get when missing and we are root, else those tests skip.
+browser-deps:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing and we are not root: the browser tests will be skipped"; \
 	  fi; }
 
 bench: setup
