@@ -190,3 +190,13 @@ class TestNegotiate:
         name = "json.webpubsub.azure.v1"
         assert negotiate(["custom", name]) == (name, CODECS[name])
         assert negotiate(["a", "b"]) == ("a", SIMPLE)
+
+
+@pytest.mark.parametrize("size", [0, 50, 100, 110, 200, 70_000])
+@pytest.mark.parametrize("sequence_id", [1, 9, 10, 99_999, 2**64 - 1])
+def test_reliable_stamp_frame_equals_framed_stamp(size: int, sequence_id: int) -> None:
+    from hubbub.protocols.framing import OP_TEXT, frame
+
+    rel = JsonReliableCodec()
+    body = rel.message_body(DataMessage(Payload(DataType.TEXT, b"x" * size)))
+    assert rel.stamp_frame(body, sequence_id) == frame(rel.stamp(body, sequence_id), OP_TEXT)

@@ -129,8 +129,7 @@ class Session:
         if self.closed:
             return
         sequence_id = state.stamp()
-        codec = self.codec
-        data = frame(codec.stamp(body, sequence_id), OP_TEXT if codec.text_frames else OP_BINARY)
+        data = self.codec.stamp_frame(body, sequence_id)
         if not state.record(sequence_id, data):
             log.warning(
                 "closing %s/%s: reliable buffer full (%d messages, %d bytes unacknowledged)",

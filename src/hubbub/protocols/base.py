@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from hubbub.protocols.events import Ack, ClientRequest, Connected, DataMessage, Disconnected, InvokeResponse
+from hubbub.protocols.framing import OP_BINARY, OP_TEXT, frame
 
 __all__ = ["Codec", "Encoded"]
 
@@ -41,6 +42,10 @@ class Codec:
     def stamp(self, body: bytes, sequence_id: int) -> bytes:
         """Reliable codecs: finish a :meth:`message_body` with a connection's sequence id."""
         raise NotImplementedError
+
+    def stamp_frame(self, body: bytes, sequence_id: int) -> bytes:
+        """The complete WebSocket frame of :meth:`stamp` (codecs may build it in one go)."""
+        return frame(self.stamp(body, sequence_id), OP_TEXT if self.text_frames else OP_BINARY)
 
     def encode_ack(self, ack: Ack) -> Encoded | None:
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from typing import Any
 
 import orjson
@@ -39,6 +40,7 @@ from hubbub.protocols.events import (
 __all__ = ["JsonCodec", "JsonReliableCodec", "decode_data", "encode_data_value"]
 
 _UINT64_MAX = 2**64 - 1
+_H16 = struct.Struct("!BBH")
 _PONG = b'{"type":"pong"}'
 
 

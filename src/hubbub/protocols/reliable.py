@@ -17,7 +17,16 @@ MAX_BUFFERED_BYTES = 16 * 1024 * 1024
 
 
 class ReliableState:
-    __slots__ = ("_bytes", "_pending", "acked", "max_bytes", "max_messages", "next_id", "overflowed")
+    __slots__ = (
+        "_bytes",
+        "_first",
+        "_pending",
+        "acked",
+        "max_bytes",
+        "max_messages",
+        "next_id",
+        "overflowed",
+    )
 
     def __init__(
         self, max_messages: int = MAX_BUFFERED_MESSAGES, max_bytes: int = MAX_BUFFERED_BYTES
@@ -26,7 +35,10 @@ class ReliableState:
         self.acked = 0
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._pending: deque[tuple[int, bytes]] = deque()
+        # frames of sequence ids _first, _first + 1, ... (ids are stamped and recorded in order); plain
+        # bytes, no (id, frame) tuples, so thousands of buffered frames cost the cyclic GC nothing
+        self._pending: deque[bytes] = deque()
+        self._first = 1
         self._bytes = 0
         self.overflowed = False
 
@@ -41,7 +53,9 @@ class ReliableState:
 
         An overflowed session cannot be recovered: the caller closes it with 1008.
         """
-        self._pending.append((sequence_id, data))
+        if not self._pending:
+            self._first = sequence_id
+        self._pending.append(data)
         self._bytes += len(data)
         if len(self._pending) > self.max_messages or self._bytes > self.max_bytes:
             self.overflowed = True
@@ -53,14 +67,15 @@ class ReliableState:
             return
         self.acked = min(sequence_id, self.next_id - 1)
         pending = self._pending
-        while pending and pending[0][0] <= self.acked:
-            self._bytes -= len(pending.popleft()[1])
+        while pending and self._first <= self.acked:
+            self._bytes -= len(pending.popleft())
+            self._first += 1
         if self.overflowed and len(pending) <= self.max_messages and self._bytes <= self.max_bytes:
             self.overflowed = False
 
     def unacked(self) -> list[bytes]:
         """Frames to resend after a resume, in order."""
-        return [data for _, data in self._pending]
+        return list(self._pending)
 
     @property
     def pending_count(self) -> int:
