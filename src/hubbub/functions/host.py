@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
@@ -29,6 +30,7 @@ from hubbub.functions.http import HttpFunctions, check_http_output, given_key, s
 from hubbub.functions.invoke import Invoker
 from hubbub.functions.keys import KeyStore, default_keys_dir
 from hubbub.functions.loader import LoadedApp, load_app
+from hubbub.functions.oidc import load_providers
 from hubbub.functions.timers import Timers
 from hubbub.functions.webpubsub import WebPubSubExtension
 
@@ -65,7 +67,9 @@ class FunctionsHost:
             self.config.cors_credentials if options.cors_credentials is None else options.cors_credentials
         )
         self.keys = KeyStore(options.keys_dir or default_keys_dir(self.config.root), f"localhost:{self.port}")
-        self.easyauth = EasyAuth(self.keys.master)
+        # app settings as the app sees them: Values, then the environment, then the host's overrides
+        settings = {**self.config.values, **os.environ, **options.settings}
+        self.easyauth = EasyAuth(self.keys.master, providers=load_providers(settings))
         self._stack = ExitStack()
         self._runner: web.AppRunner | None = None
         self.app: LoadedApp | None = None
@@ -149,6 +153,7 @@ class FunctionsHost:
             self._runner = None
         if self.webpubsub is not None:
             await self.webpubsub.close()
+        await self.easyauth.close()
         self._stack.close()
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
