@@ -71,19 +71,26 @@ def test_python_client_exactly_once_in_order(server: Server, hub: str) -> None:
         )
         received: queue.Queue[Any] = queue.Queue()
         connected: list[str] = []
-        client.subscribe(CallbackType.GROUP_MESSAGE, lambda e: received.put(e.data))
+        # the SDK runs every callback on a new thread, so the app may see them in any order: the order
+        # under test is the stream's, i.e. the sequence ids the service stamped
+        client.subscribe(CallbackType.GROUP_MESSAGE, lambda e: received.put((e.sequence_id, e.data)))
         client.subscribe(CallbackType.CONNECTED, lambda e: connected.append(e.connection_id))
         client.open()
         try:
             drops = stream_with_drops(service, proxy, seed=os.getpid())
-            got: list[str] = []
+            got: list[tuple[int, str]] = []
             deadline = time.monotonic() + 60
             while len(got) < MESSAGES and time.monotonic() < deadline:
                 with contextlib.suppress(queue.Empty):
                     got.append(received.get(timeout=0.5))
             assert drops == DROPS
-            assert len(got) == MESSAGES, f"received {len(got)} of {MESSAGES}"
-            assert got == [f"m{i}" for i in range(MESSAGES)]  # exactly once, in order
+            expected = [f"m{i}" for i in range(MESSAGES)]
+            data = [d for _, d in got]
+            missing = sorted(set(expected) - set(data), key=lambda m: int(m[1:]))
+            assert not missing, f"lost {len(missing)}: {missing[:10]}"
+            assert len(data) == len(set(data)) == MESSAGES, f"duplicates among {len(data)} received"
+            # in order: the i-th message of the stream carries sequence id i + 1, exactly once
+            assert sorted(got) == [(i + 1, f"m{i}") for i in range(MESSAGES)]
             with contextlib.suppress(queue.Empty):
                 pytest.fail(f"unexpected extra message {received.get(timeout=0.5)!r}")
             assert len(connected) == 1  # always resumed, never a new connection
