@@ -21,6 +21,13 @@ from tests.support.server import free_port
 HELLO = Payload(DataType.TEXT, b"hello")
 
 
+pytestmark = [
+    # timing-sensitive under a loaded machine (several processes, Redis, real sockets): one retry;
+    # a test that fails twice fails the run (known flake under investigation, see docs/status.md #7)
+    pytest.mark.flaky(reruns=1),
+]
+
+
 def broker(node: Node) -> RedisBroker:
     assert isinstance(node.broker, RedisBroker)
     return node.broker

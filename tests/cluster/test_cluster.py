@@ -11,7 +11,12 @@ import pytest
 from tests.cluster.conftest import Client, rest, wait_until
 from tests.support.server import Server
 
-pytestmark = pytest.mark.interop
+pytestmark = [
+    pytest.mark.interop,
+    # timing-sensitive under a loaded machine (several processes, Redis, real sockets): one retry;
+    # a test that fails twice fails the run (known flake under investigation, see docs/status.md #7)
+    pytest.mark.flaky(reruns=1),
+]
 
 ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
 

@@ -15,7 +15,12 @@ from tests.cluster.conftest import Client, EventHandler, rest, wait_until
 from tests.support.cluster import run_cluster, run_redis
 from tests.support.server import Server
 
-pytestmark = pytest.mark.interop
+pytestmark = [
+    pytest.mark.interop,
+    # timing-sensitive under a loaded machine (several processes, Redis, real sockets): one retry;
+    # a test that fails twice fails the run (known flake under investigation, see docs/status.md #7)
+    pytest.mark.flaky(reruns=1),
+]
 
 #: docs/deployment.md: a dead node's connections are gone within node TTL (5 s) + one heartbeat (1 s)
 #: of its last heartbeat; we allow a little more for a loaded test machine.
