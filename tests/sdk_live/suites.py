@@ -75,7 +75,8 @@ _EXTERNAL = (
 )
 
 _SYNC_CLOSE_RACE = (
-    "flaky with any local server: after the test's client._ws.sock.close(1001) the sync client's "
+    "flaky against any server on this machine, even through a 10 ms-latency proxy: "
+    "after the test's client._ws.sock.close(1001) the sync client's "
     "websocket-client reader thread often never sees the disconnect (stuck in select on a closed fd), "
     "so the client stays 'connected'; reproduced with a bare aiohttp WebSocket server, passes only "
     "with network latency. The async twin covers the same server behaviour"
@@ -105,6 +106,12 @@ EXCLUDED: dict[str, dict[str, str]] = {
         ): _AAD,
     },
     "client": {
+        "test_auto_connect.py::TestWebpubsubClientAutoConnect::test_auto_connect": _SYNC_CLOSE_RACE,
+        (
+            "test_no_recovery_no_connect.py::TestWebpubsubClientNoRecoveryNoReconnect"
+            "::test_disable_recovery_and_autoconnect"
+        ): _SYNC_CLOSE_RACE,
+        "test_recovery.py::TestWebpubsubClientRecovery::test_recovery": _SYNC_CLOSE_RACE,
         "test_smoke.py::TestWebpubsubClientSmoke::test_open_client_error": _EXTERNAL,
         "test_smoke_async.py::TestWebpubsubClientSmokeAsync::test_open_client_error_async": _EXTERNAL,
     },
