@@ -61,6 +61,7 @@ __all__ = [
     "mint_client_token",
     "parse_bearer",
     "verify_client_token",
+    "verify_rest_request",
     "verify_rest_token",
 ]
 
@@ -140,6 +141,14 @@ def mint_client_token(
     if groups:
         payload["webpubsub.group"] = list(groups)
     return jwt.encode(payload, key, algorithm="HS256")
+
+
+def verify_rest_request(authorization: str | None, keys: Sequence[str], raw_path: str) -> dict[str, Any]:
+    """Check a REST call's ``Authorization: Bearer`` header against its (raw) request path."""
+    token = parse_bearer(authorization)
+    if not token:
+        raise InvalidToken("The request has no 'Authorization: Bearer' token.")
+    return verify_rest_token(token, keys, raw_path.split("?", 1)[0])
 
 
 def parse_bearer(header_value: str | None) -> str | None:

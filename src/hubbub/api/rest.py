@@ -19,12 +19,10 @@ import orjson
 from aiohttp import web
 
 from hubbub.auth import (
-    InvalidToken,
     Permission,
     client_audience,
     mint_client_token,
-    parse_bearer,
-    verify_rest_token,
+    verify_rest_request,
 )
 from hubbub.broker.base import Command, Op, Scope
 from hubbub.config import ServiceConfig
@@ -157,10 +155,7 @@ class RestApi:
             return error_response(exc)
 
     def _authenticate(self, request: web.Request) -> None:
-        token = parse_bearer(request.headers.get("Authorization"))
-        if not token:
-            raise InvalidToken("The request has no 'Authorization: Bearer' token.")
-        verify_rest_token(token, self.config.access_keys, request.raw_path.split("?", 1)[0])
+        verify_rest_request(request.headers.get("Authorization"), self.config.access_keys, request.raw_path)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -215,6 +210,13 @@ class RestApi:
         await self.node.publish(Command(op, call.hub, scope, target, **fields))
         return web.Response(status=status)
 
+    async def _close(self, call: Call, scope: Scope, target: str | None) -> web.Response:
+        """The close operations: ``excluded`` connections stay, ``reason`` reaches the clients."""
+        excluded = tuple(call.query_list("excluded"))
+        return await self._command(
+            call, Op.CLOSE, scope, target, 204, excluded=excluded, reason=call.query("reason")
+        )
+
     async def _require_connection(self, call: Call, connection_id: str) -> None:
         if not await self.node.connection_exists(call.hub, connection_id):
             raise NotFound(f"Connection '{connection_id}' does not exist.")
@@ -227,15 +229,7 @@ class RestApi:
 
     @route("POST", ":closeConnections")
     async def close_all(self, call: Call) -> web.Response:
-        return await self._command(
-            call,
-            Op.CLOSE,
-            Scope.ALL,
-            None,
-            204,
-            excluded=tuple(call.query_list("excluded")),
-            reason=call.query("reason"),
-        )
+        return await self._close(call, Scope.ALL, None)
 
     @route("POST", ":generateToken")
     async def generate_token(self, call: Call) -> web.Response:
@@ -314,15 +308,7 @@ class RestApi:
     @route("POST", "groups", "*", ":closeConnections")
     async def close_group(self, call: Call) -> web.Response:
         group = check_group(call.args[0])
-        return await self._command(
-            call,
-            Op.CLOSE,
-            Scope.GROUP,
-            group,
-            204,
-            excluded=tuple(call.query_list("excluded")),
-            reason=call.query("reason"),
-        )
+        return await self._close(call, Scope.GROUP, group)
 
     @route("POST", "groups", "*", ":send")
     async def send_to_group(self, call: Call) -> web.Response:
@@ -406,15 +392,7 @@ class RestApi:
     @route("POST", "users", "*", ":closeConnections")
     async def close_user(self, call: Call) -> web.Response:
         user = check_user_id(call.args[0])
-        return await self._command(
-            call,
-            Op.CLOSE,
-            Scope.USER,
-            user,
-            204,
-            excluded=tuple(call.query_list("excluded")),
-            reason=call.query("reason"),
-        )
+        return await self._close(call, Scope.USER, user)
 
     @route("POST", "users", "*", ":send")
     async def send_to_user(self, call: Call) -> web.Response:

@@ -19,9 +19,9 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from hubbub.auth import parse_bearer, verify_rest_token
+from hubbub.auth import verify_rest_request
 from hubbub.broker.base import Command, Op, Scope
-from hubbub.errors import BadRequest, HubbubError, InvalidToken, NotFound, PayloadTooLarge
+from hubbub.errors import BadRequest, HubbubError, NotFound, PayloadTooLarge
 from hubbub.protocols.events import DataType, Payload
 from hubbub.signalr.codecs import complete_multi_protocol, invocation_record
 from hubbub.signalr.service import SignalRService
@@ -142,10 +142,7 @@ class SignalRRestApi:
             return error_response(exc, head=head)
 
     def _authenticate(self, request: web.Request) -> None:
-        token = parse_bearer(request.headers.get("Authorization"))
-        if not token:
-            raise InvalidToken("The request has no 'Authorization: Bearer' token.")
-        verify_rest_token(token, self.config.access_keys, request.raw_path.split("?", 1)[0])
+        verify_rest_request(request.headers.get("Authorization"), self.config.access_keys, request.raw_path)
 
     # -- helpers ------------------------------------------------------------------------------
 
