@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hubbub.broker.base import Command, Op, Scope
 from hubbub.broker.envelope import VERSION, EnvelopeError, decode, encode, origin_of
-from hubbub.protocols.events import DataType, Payload
+from hubbub.protocols.events import DataType, Payload, StreamInfo
 
 texts = st.text(max_size=40)
 opt_texts = st.none() | texts
@@ -31,6 +31,8 @@ commands = st.builds(
     no_echo=st.booleans(),
     permission=opt_texts,
     permission_target=opt_texts,
+    stream=st.none()
+    | st.builds(StreamInfo, texts, st.integers(1, 2**63), st.booleans(), opt_texts, opt_texts, opt_texts),
 )
 node_ids = st.text(min_size=1, max_size=30)
 
@@ -88,6 +90,9 @@ def _env(header: bytes, body: bytes = b"") -> bytes:
         _env(b'{"o":"send","h":"h","s":"all","d":"nope"}'),
         _env(b'{"o":"send","h":"h","s":"all","t":5}'),
         _env(b'{"o":"send","h":"h","s":"all","x":"not a list"}'),
+        _env(b'{"o":"send","h":"h","s":"all","st":["s",1]}'),
+        _env(b'{"o":"send","h":"h","s":"all","st":["s","1",false,null,null,null]}'),
+        _env(b'{"o":"send","h":"h","s":"all","st":["s",1,false,5,null,null]}'),
     ],
 )
 def test_malformed_is_rejected(data: bytes) -> None:

@@ -27,6 +27,13 @@ from hubbub.protocols.events import (
     Ping,
     SendToGroup,
     SequenceAck,
+    StreamAck,
+    StreamClosed,
+    StreamData,
+    StreamEnd,
+    StreamInfo,
+    StreamNack,
+    StreamStart,
     UnsupportedRequest,
     UserEvent,
 )
@@ -71,7 +78,46 @@ class TestDecode:
             {"type": "invoke", "invocationId": "i", "event": "e", "dataType": "text", "data": "x"}
         ) == Invoke("i", "e", Payload(DataType.TEXT, b"x"))
         assert dec({"type": "cancelInvocation", "invocationId": "i"}) == CancelInvocation("i")
-        assert dec({"type": "streamData", "ackId": 3}) == UnsupportedRequest("streamData", ack_id=3)
+        assert dec({"type": "futureThing", "ackId": 3}) == UnsupportedRequest("futureThing", ack_id=3)
+
+    def test_stream_requests(self) -> None:
+        start = {
+            "type": "sendToGroup",
+            "group": "g",
+            "noEcho": True,
+            "stream": {"streamId": "s", "idleTimeoutMs": 9},
+        }
+        assert dec(start) == StreamStart("g", "s", 9, True)
+        assert dec({"type": "sendToGroup", "group": "g", "stream": {"streamId": "s"}}) == StreamStart(
+            "g", "s"
+        )
+        data = {"type": "streamData", "streamId": "s", "streamSequenceId": 1, "dataType": "text", "data": "x"}
+        assert dec(data) == StreamData("s", 1, Payload(DataType.TEXT, b"x"))
+        assert dec({"type": "streamData", "streamId": "s"}) == StreamData("s")
+        assert dec({"type": "streamEnd", "streamId": "s"}) == StreamEnd("s")
+        end = {"type": "streamEnd", "streamId": "s", "error": {"message": "m", "userErrorCode": "c"}}
+        assert dec(end) == StreamEnd("s", True, "m", "c")
+        assert dec({"type": "streamEnd", "streamId": "s", "error": {}}) == StreamEnd("s", True)
+
+    @pytest.mark.parametrize(
+        "msg",
+        [
+            {"type": "sendToGroup", "group": "g", "stream": "s"},
+            {"type": "sendToGroup", "group": "g", "stream": {}},
+            {"type": "sendToGroup", "group": "g", "stream": {"streamId": "s"}, "data": "x"},
+            {"type": "sendToGroup", "group": "g", "stream": {"streamId": "s"}, "ackId": 1},
+            {"type": "sendToGroup", "group": "g", "stream": {"streamId": "s", "idleTimeoutMs": 0}},
+            {"type": "streamData", "streamSequenceId": 1, "data": "x"},
+            {"type": "streamData", "streamId": "s", "data": "x"},
+            {"type": "streamData", "streamId": "s", "streamSequenceId": 0, "data": "x"},
+            {"type": "streamData", "streamId": "s", "streamSequenceId": 1},
+            {"type": "streamEnd"},
+            {"type": "streamEnd", "streamId": "s", "error": "e"},
+        ],
+    )
+    def test_malformed_stream_requests(self, msg: dict[str, object]) -> None:
+        with pytest.raises(ProtocolViolation):
+            dec(msg)
 
     def test_binary_frame_with_json_is_accepted(self) -> None:
         assert codec.decode(b'{"type":"ping"}', False) == Ping()
@@ -170,6 +216,44 @@ class TestEncode:
         }
         assert codec.encode_ack(Ack(2, True)) == (b'{"type":"ack","ackId":2,"success":true}', True)
         assert codec.encode_pong() == (b'{"type":"pong"}', True)
+
+    def test_stream_message_and_replies(self) -> None:
+        info = StreamInfo("s", 3, True, "UserError", "m", "c")
+        message = DataMessage(Payload(DataType.TEXT, b""), group="g", stream=info)
+        assert json.loads(JsonReliableCodec().stamp(codec.message_body(message), 7)) == {
+            "type": "message",
+            "from": "group",
+            "group": "g",
+            "dataType": "text",
+            "data": "",
+            "stream": {
+                "streamId": "s",
+                "streamSequenceId": 3,
+                "endOfStream": True,
+                "error": {"name": "UserError", "message": "m", "userErrorCode": "c"},
+            },
+            "sequenceId": 7,
+        }
+
+        def reply(r: StreamAck | StreamNack | StreamClosed) -> object:
+            encoded = codec.encode_stream_reply(r)
+            assert encoded is not None and encoded[1]
+            return json.loads(encoded[0])
+
+        assert reply(StreamAck("s", 2)) == {"type": "streamAck", "streamId": "s", "expectedSequenceId": 2}
+        assert reply(StreamNack("s", 2, "InvalidSequenceId", "m")) == {
+            "type": "streamNack",
+            "streamId": "s",
+            "expectedSequenceId": 2,
+            "name": "InvalidSequenceId",
+            "message": "m",
+        }
+        assert reply(StreamClosed("s")) == {"type": "streamClosed", "streamId": "s"}
+        assert reply(StreamClosed("s", "IdleTimeout", "m")) == {
+            "type": "streamClosed",
+            "streamId": "s",
+            "error": {"name": "IdleTimeout", "message": "m"},
+        }
 
 
 class TestSimple:

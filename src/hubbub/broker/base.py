@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hubbub.auth import Permission
-from hubbub.protocols.events import Payload
+from hubbub.protocols.events import Payload, StreamInfo
 
 __all__ = [
     "Broker",
@@ -86,6 +86,7 @@ class Command:
     no_echo: bool = False
     permission: str | None = None
     permission_target: str | None = None
+    stream: StreamInfo | None = None
 
 
 _KINDS = {Scope.GROUP: "g", Scope.USER: "u", Scope.CONNECTION: "c"}

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from hubbub.broker.base import Command, Op, Scope
-from hubbub.protocols.events import DataType, Payload
+from hubbub.protocols.events import DataType, Payload, StreamInfo
 
 __all__ = ["VERSION", "EnvelopeError", "decode", "encode", "origin_of"]
 
@@ -67,6 +67,16 @@ def encode(command: Command, origin: str) -> bytes:
         header["p"] = command.permission
     if command.permission_target is not None:
         header["pt"] = command.permission_target
+    if command.stream is not None:
+        st = command.stream
+        header["st"] = (
+            st.stream_id,
+            st.sequence_id,
+            st.end,
+            st.error_name,
+            st.error_message,
+            st.user_error_code,
+        )
     head = orjson.dumps(header)
     return b"".join((bytes((VERSION, len(node))), node, _HEADER_LEN.pack(len(head)), head, body))
 
@@ -90,6 +100,21 @@ def _strs(header: dict[str, Any], key: str) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise EnvelopeError(f"field {key!r} must be a list of strings")
     return tuple(value)
+
+
+def _stream(header: dict[str, Any]) -> StreamInfo | None:
+    value = header.get("st")
+    if value is None:
+        return None
+    try:
+        stream_id, sequence_id, end, name, message, code = value
+    except (TypeError, ValueError):
+        raise EnvelopeError("field 'st' must be a list of 6 items") from None
+    if not isinstance(stream_id, str) or not isinstance(sequence_id, int) or not isinstance(end, bool):
+        raise EnvelopeError("malformed field 'st'")
+    if not all(v is None or isinstance(v, str) for v in (name, message, code)):
+        raise EnvelopeError("malformed field 'st'")
+    return StreamInfo(stream_id, sequence_id, end, name, message, code)
 
 
 def decode(data: bytes) -> tuple[Command, str]:
@@ -138,5 +163,6 @@ def decode(data: bytes) -> tuple[Command, str]:
         no_echo=header.get("ne") is True,
         permission=_str(header, "p"),
         permission_target=_str(header, "pt"),
+        stream=_stream(header),
     )
     return command, origin

@@ -14,6 +14,7 @@ from hubbub.auth import Permission
 from hubbub.broker.base import Scope
 from hubbub.core.node import Node
 from hubbub.core.session import Session
+from hubbub.core.streams import Streams
 from hubbub.errors import Forbidden, HubbubError
 from hubbub.protocols.events import (
     Ack,
@@ -29,6 +30,9 @@ from hubbub.protocols.events import (
     Ping,
     SendToGroup,
     SequenceAck,
+    StreamData,
+    StreamEnd,
+    StreamStart,
     UnsupportedRequest,
     UserEvent,
 )
@@ -70,6 +74,7 @@ class Dispatcher:
     def __init__(self, node: Node, events: UserEventSink | None = None) -> None:
         self.node = node
         self.events: UserEventSink = events or NoEventHandlers()
+        self.streams = Streams(node)
 
     async def handle(self, session: Session, request: ClientRequest) -> None:
         """Process one decoded request of ``session``; never raises."""
@@ -79,6 +84,10 @@ class Dispatcher:
         if isinstance(request, SequenceAck):
             if session.reliable is not None:
                 session.reliable.ack(request.sequence_id)
+            return
+        if isinstance(request, (StreamStart, StreamData, StreamEnd)):
+            # stream requests carry no ackId: their answers are streamAck / streamNack / streamClosed
+            await self.streams.handle(session, request)
             return
         ack_id = getattr(request, "ack_id", None)
         if ack_id is not None and not session.remember_ack(ack_id):

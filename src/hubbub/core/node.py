@@ -23,7 +23,7 @@ from hubbub.core.hub import Hub
 from hubbub.core.session import Link, Session
 from hubbub.filters import Filter, parse_filter
 from hubbub.protocols import CODECS, SIMPLE
-from hubbub.protocols.events import DataMessage, Disconnected, Payload
+from hubbub.protocols.events import DataMessage, Disconnected, Payload, StreamInfo
 
 __all__ = ["Node"]
 
@@ -181,6 +181,7 @@ class Node:
         filter: str | None = None,
         from_session: Session | None = None,
         no_echo: bool = False,
+        stream: StreamInfo | None = None,
     ) -> None:
         await self.publish(
             Command(
@@ -194,6 +195,7 @@ class Node:
                 from_user_id=from_session.user_id if from_session else None,
                 from_connection_id=from_session.id if from_session else None,
                 no_echo=no_echo,
+                stream=stream,
             )
         )
 
@@ -320,10 +322,15 @@ class Node:
                 command.payload,
                 group=command.target if command.scope is Scope.GROUP else None,
                 from_user_id=command.from_user_id,
+                stream=command.stream,
             )
+            targets = self._targets(hub, command.scope, command.target)
+            if command.stream is not None and command.stream.end and not command.payload.data:
+                # an end-of-stream marker has no data: only clients that know streams get it
+                targets = [s for s in targets if s.codec.streams]
             deliver(
                 message,
-                self._targets(hub, command.scope, command.target),
+                targets,
                 excluded=frozenset(command.excluded),
                 filter=_cached_filter(command.filter) if command.filter else None,
                 skip=command.from_connection_id if command.no_echo else None,

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from hubbub.protocols.events import Ack, ClientRequest, Connected, DataMessage, Disconnected, InvokeResponse
+from hubbub.protocols.events import (
+    Ack,
+    ClientRequest,
+    Connected,
+    DataMessage,
+    Disconnected,
+    InvokeResponse,
+    StreamAck,
+    StreamClosed,
+    StreamNack,
+)
 from hubbub.protocols.framing import OP_BINARY, OP_TEXT, frame
 
 __all__ = ["Codec", "Encoded"]
@@ -28,6 +38,8 @@ class Codec:
     reliable: ClassVar[bool] = False
     #: False when every frame is binary (protobuf); stamped reliable frames follow it.
     text_frames: ClassVar[bool] = True
+    #: True when the codec carries group streams (the ``stream`` object, stream replies).
+    streams: ClassVar[bool] = False
 
     def decode(self, data: bytes | str, is_text: bool) -> ClientRequest:
         raise NotImplementedError
@@ -60,4 +72,7 @@ class Codec:
         return None
 
     def encode_invoke_response(self, response: InvokeResponse) -> Encoded | None:
+        return None
+
+    def encode_stream_reply(self, reply: StreamAck | StreamNack | StreamClosed) -> Encoded | None:
         return None

@@ -25,6 +25,13 @@ __all__ = [
     "Ping",
     "SendToGroup",
     "SequenceAck",
+    "StreamAck",
+    "StreamClosed",
+    "StreamData",
+    "StreamEnd",
+    "StreamInfo",
+    "StreamNack",
+    "StreamStart",
     "UnsupportedRequest",
     "UserEvent",
 ]
@@ -104,6 +111,36 @@ class CancelInvocation:
     invocation_id: str
 
 
+# group streams (spec §4.8; the JSON subprotocols' `stream` / `streamData` / `streamEnd`)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """``sendToGroup`` with a ``stream`` object: open stream ``stream_id`` to ``group``."""
+
+    group: str
+    stream_id: str
+    idle_timeout_ms: int | None = None
+    no_echo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StreamData:
+    """One fragment (``sequence_id`` 1, 2, ...) or, with neither id nor payload, a keepalive."""
+
+    stream_id: str
+    sequence_id: int | None = None
+    payload: Payload | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    stream_id: str
+    failed: bool = False
+    error_message: str | None = None
+    user_error_code: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class UnsupportedRequest:
     """A well-formed message of a type this server does not implement.
@@ -126,6 +163,9 @@ ClientRequest = (
     | Ping
     | Invoke
     | CancelInvocation
+    | StreamStart
+    | StreamData
+    | StreamEnd
     | UnsupportedRequest
 )
 
@@ -162,6 +202,47 @@ class Disconnected:
     message: str = field(default="")
 
 
+@dataclass(frozen=True, slots=True)
+class StreamAck:
+    stream_id: str
+    expected_sequence_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamNack:
+    """A retriable stream error: ``InvalidSequenceId`` or ``TransientError``."""
+
+    stream_id: str
+    expected_sequence_id: int
+    name: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClosed:
+    """The publisher's stream is closed; ``error_name`` is None for a normal end."""
+
+    stream_id: str
+    error_name: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """The ``stream`` object of a group message that belongs to a stream.
+
+    ``error_name`` is one of IdleTimeout, InternalServerError, Forbidden, Cancelled,
+    UserError (``user_error_code`` only with UserError).
+    """
+
+    stream_id: str
+    sequence_id: int
+    end: bool = False
+    error_name: str | None = None
+    error_message: str | None = None
+    user_error_code: str | None = None
+
+
 @dataclass(slots=True, eq=False)
 class DataMessage:
     """A message fanned out to connections: from a group or from the server (REST / event handler).
@@ -173,3 +254,4 @@ class DataMessage:
     payload: Payload
     group: str | None = None
     from_user_id: str | None = None
+    stream: StreamInfo | None = None

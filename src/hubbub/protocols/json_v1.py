@@ -33,6 +33,13 @@ from hubbub.protocols.events import (
     Ping,
     SendToGroup,
     SequenceAck,
+    StreamAck,
+    StreamClosed,
+    StreamData,
+    StreamEnd,
+    StreamInfo,
+    StreamNack,
+    StreamStart,
     UnsupportedRequest,
     UserEvent,
 )
@@ -101,6 +108,58 @@ def encode_data_value(payload: Payload) -> bytes:
     return b'"' + base64.b64encode(payload.data) + b'"'
 
 
+def _stream_start(msg: dict[str, Any], no_echo: bool) -> StreamStart:
+    stream = msg["stream"]
+    if not isinstance(stream, dict):
+        raise ProtocolViolation("'stream' must be an object")
+    if "data" in msg or "dataType" in msg or "ackId" in msg:
+        raise ProtocolViolation("a stream start carries no 'data', 'dataType' or 'ackId'")
+    timeout = _uint(stream, "idleTimeoutMs")
+    if timeout == 0:
+        raise ProtocolViolation("'idleTimeoutMs' must be greater than 0")
+    return StreamStart(_str(msg, "group") or "", _str(stream, "streamId") or "", timeout, no_echo)
+
+
+def _stream_data(msg: dict[str, Any]) -> StreamData:
+    stream_id = _str(msg, "streamId") or ""
+    sequence_id = _uint(msg, "streamSequenceId")
+    if sequence_id is None:
+        if "data" in msg or "dataType" in msg:
+            raise ProtocolViolation("'streamSequenceId' is required with 'data'")
+        return StreamData(stream_id)  # a keepalive
+    if sequence_id == 0:
+        raise ProtocolViolation("'streamSequenceId' starts at 1")
+    payload = decode_data(msg.get("dataType"), msg.get("data"), "data" in msg)
+    return StreamData(stream_id, sequence_id, payload)
+
+
+def _stream_end(msg: dict[str, Any]) -> StreamEnd:
+    stream_id = _str(msg, "streamId") or ""
+    error = msg.get("error")
+    if error is None:
+        return StreamEnd(stream_id)
+    if not isinstance(error, dict):
+        raise ProtocolViolation("'error' must be an object")
+    return StreamEnd(
+        stream_id,
+        True,
+        _str(error, "message", required=False),
+        _str(error, "userErrorCode", required=False),
+    )
+
+
+def _stream_object(info: StreamInfo) -> bytes:
+    obj: dict[str, Any] = {"streamId": info.stream_id, "streamSequenceId": info.sequence_id}
+    if info.end:
+        obj["endOfStream"] = True
+    if info.error_name is not None:
+        error: dict[str, Any] = {"name": info.error_name, "message": info.error_message or ""}
+        if info.user_error_code is not None:
+            error["userErrorCode"] = info.user_error_code
+        obj["error"] = error
+    return orjson.dumps(obj)
+
+
 def _dumps(obj: dict[str, Any]) -> Encoded:
     return orjson.dumps(obj), True
 
@@ -108,6 +167,7 @@ def _dumps(obj: dict[str, Any]) -> Encoded:
 class JsonCodec(Codec):
     name = "json.webpubsub.azure.v1"
     pubsub = True
+    streams = True
 
     def decode(self, data: bytes | str, is_text: bool) -> ClientRequest:
         try:
@@ -123,6 +183,8 @@ class JsonCodec(Codec):
             no_echo = msg.get("noEcho", False)
             if not isinstance(no_echo, bool):
                 raise ProtocolViolation("'noEcho' must be a boolean")
+            if "stream" in msg:
+                return _stream_start(msg, no_echo)
             return SendToGroup(
                 group=_str(msg, "group") or "",
                 payload=decode_data(msg.get("dataType"), msg.get("data"), "data" in msg),
@@ -155,6 +217,10 @@ class JsonCodec(Codec):
             )
         if kind == "cancelInvocation":
             return CancelInvocation(_str(msg, "invocationId") or "")
+        if kind == "streamData":
+            return _stream_data(msg)
+        if kind == "streamEnd":
+            return _stream_end(msg)
         ack_id = msg.get("ackId")
         invocation_id = msg.get("invocationId")
         return UnsupportedRequest(
@@ -178,7 +244,10 @@ class JsonCodec(Codec):
             if message.from_user_id is not None:
                 head += b',"fromUserId":' + orjson.dumps(message.from_user_id)
             head += b',"dataType":"' + dt.value.encode() + b'"'
-        return head + b',"data":' + encode_data_value(message.payload)
+        head += b',"data":' + encode_data_value(message.payload)
+        if message.stream is not None:
+            head += b',"stream":' + _stream_object(message.stream)
+        return head
 
     def encode_data(self, message: DataMessage) -> Encoded:
         return self.message_body(message) + b"}", True
@@ -222,6 +291,22 @@ class JsonCodec(Codec):
             {"name": response.error_name or "InternalServerError", "message": response.error_message or ""}
         )
         return head + b',"success":false,"error":' + error + b"}", True
+
+    def encode_stream_reply(self, reply: StreamAck | StreamNack | StreamClosed) -> Encoded:
+        obj: dict[str, Any]
+        if isinstance(reply, StreamAck):
+            obj = {"type": "streamAck", "streamId": reply.stream_id}
+            obj["expectedSequenceId"] = reply.expected_sequence_id
+        elif isinstance(reply, StreamNack):
+            obj = {"type": "streamNack", "streamId": reply.stream_id}
+            obj["expectedSequenceId"] = reply.expected_sequence_id
+            obj["name"] = reply.name
+            obj["message"] = reply.message
+        else:
+            obj = {"type": "streamClosed", "streamId": reply.stream_id}
+            if reply.error_name is not None:
+                obj["error"] = {"name": reply.error_name, "message": reply.error_message or ""}
+        return _dumps(obj)
 
 
 class JsonReliableCodec(JsonCodec):
