@@ -17,8 +17,16 @@ from hubbub.api.app import create_app
 from hubbub.auth import DEV_ACCESS_KEY, client_audience, mint_client_token
 from hubbub.config import ServiceConfig
 from hubbub.functions.cli import add_func_parser
-from hubbub.hub_cli import add_hub_parser
-from hubbub.store import ConfigFileError, SettingsStore, StoreError, default_data_dir, load_config_file
+from hubbub.hub_cli import add_hub_parser, add_signalr_parser
+from hubbub.store import (
+    ConfigFile,
+    ConfigFileError,
+    SettingsBackend,
+    SettingsStore,
+    StoreError,
+    default_data_dir,
+    load_config,
+)
 
 __all__ = ["main"]
 
@@ -37,15 +45,18 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
+    data_dir = args.data_dir or default_data_dir()
     try:
-        hubs = load_config_file(args.config) if args.config else []
-        store = SettingsStore.open(args.data_dir or default_data_dir())
+        file = load_config(args.config) if args.config else ConfigFile([])
+        store = SettingsStore.open(data_dir)
     except (ConfigFileError, StoreError) as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
     try:
-        for settings in hubs:  # the file wins for the hubs it names
+        for settings in file.hubs:  # the file wins for the hubs it names
             store.put(settings)
+        if file.signalr_upstream is not None:
+            store.put_signalr_upstream(file.signalr_upstream)
         try:
             import uvloop
 
@@ -55,7 +66,13 @@ def _serve(args: argparse.Namespace) -> int:
         redis_url = getattr(args, "redis", None) or os.environ.get("HUBBUB_REDIS") or None
         cluster = (redis_url, getattr(args, "node_id", None)) if redis_url else None
         demo = getattr(args, "demo", False)
-        signalr = (getattr(args, "signalr_port", None), getattr(args, "signalr_settings", None))
+        from hubbub.signalr.app import secrets_file
+
+        signalr = (
+            getattr(args, "signalr_port", None),
+            getattr(args, "signalr_settings", None),
+            secrets_file(getattr(args, "secrets_file", None), data_dir),
+        )
         return asyncio.run(_run(config, demo=demo, store=store, cluster=cluster, signalr=signalr))
     except StoreError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
@@ -89,9 +106,9 @@ def _demo_banner(config: ServiceConfig, host: str) -> None:
 async def _run(
     config: ServiceConfig,
     demo: bool = False,
-    store: SettingsStore | None = None,
+    store: SettingsBackend | None = None,
     cluster: tuple[str, str | None] | None = None,
-    signalr: tuple[int | None, str | None] = (None, None),
+    signalr: tuple[int | None, str | None, str | None] = (None, None, None),
 ) -> int:
     broker = None
     if cluster is not None:  # --redis URL [--node-id ID]: one node of a cluster
@@ -128,7 +145,8 @@ async def _run(
     from hubbub.signalr.app import start_signalr  # SignalR serverless on --signalr-port (issue #6)
 
     try:
-        signalr_runner = await start_signalr(config, *signalr)
+        port, settings_path, secrets_path = signalr
+        signalr_runner = await start_signalr(config, port, settings_path, store, secrets_path)
     except (OSError, ValueError) as exc:
         print(f"hubbub: SignalR: {exc}", file=sys.stderr)
         await runner.cleanup()
@@ -201,7 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     cluster(serve)
     serve.add_argument("--signalr-port", type=int, help="SignalR port (default 8888; 0 disables)")
     serve.add_argument(
-        "--signalr-settings", metavar="PATH", help="SignalR upstream settings (emulator settings.json)"
+        "--signalr-settings",
+        metavar="PATH",
+        help="SignalR upstream settings (emulator settings.json or ARM JSON); replaces the stored ones",
+    )
+    serve.add_argument(
+        "--secrets-file",
+        metavar="PATH",
+        help="JSON {name: value} for {@Microsoft.KeyVault(SecretUri=...)} references in SignalR "
+        "upstream URLs (env HUBBUB_SECRETS_FILE; default DATA_DIR/secrets.json; HUBBUB_SECRET_<NAME> wins)",
     )
     serve.set_defaults(func=_serve)
 
@@ -229,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=_token)
 
     add_hub_parser(sub)
+    add_signalr_parser(sub)
     add_func_parser(sub)
     return parser
 
