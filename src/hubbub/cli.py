@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -28,6 +29,9 @@ from hubbub.store import (
     load_config,
 )
 
+if TYPE_CHECKING:
+    from hubbub.broker.redis import RedisBroker
+
 __all__ = ["main"]
 
 log = logging.getLogger("hubbub")
@@ -46,24 +50,23 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
     data_dir = args.data_dir or default_data_dir()
+    redis_url = getattr(args, "redis", None) or os.environ.get("HUBBUB_REDIS") or None
     try:
         file = load_config(args.config) if args.config else ConfigFile([])
-        store = SettingsStore.open(data_dir)
+        # a cluster keeps its settings in Redis (opened in _run); a single node in SQLite
+        store = None if redis_url else SettingsStore.open(data_dir)
     except (ConfigFileError, StoreError) as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
     try:
-        for settings in file.hubs:  # the file wins for the hubs it names
-            store.put(settings)
-        if file.signalr_upstream is not None:
-            store.put_signalr_upstream(file.signalr_upstream)
+        if store is not None:
+            _apply_config_file(store, file)
         try:
             import uvloop
 
             uvloop.install()
         except ImportError:  # pragma: no cover - uvloop is optional
             pass
-        redis_url = getattr(args, "redis", None) or os.environ.get("HUBBUB_REDIS") or None
         cluster = (redis_url, getattr(args, "node_id", None)) if redis_url else None
         demo = getattr(args, "demo", False)
         from hubbub.signalr.app import secrets_file
@@ -73,12 +76,29 @@ def _serve(args: argparse.Namespace) -> int:
             getattr(args, "signalr_settings", None),
             secrets_file(getattr(args, "secrets_file", None), data_dir),
         )
-        return asyncio.run(_run(config, demo=demo, store=store, cluster=cluster, signalr=signalr))
+        return asyncio.run(
+            _run(config, demo=demo, store=store, cluster=cluster, signalr=signalr, config_file=file)
+        )
     except StoreError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
     finally:
-        store.close()
+        if store is not None:
+            store.close()
+
+
+def _apply_config_file(store: SettingsStore, file: ConfigFile) -> None:
+    for settings in file.hubs:  # the file wins for the hubs it names
+        store.put(settings)
+    if file.signalr_upstream is not None:
+        store.put_signalr_upstream(file.signalr_upstream)
+
+
+async def _apply_config_file_async(store: SettingsBackend, file: ConfigFile) -> None:
+    for settings in file.hubs:
+        await store.save(settings)
+    if file.signalr_upstream is not None:
+        await store.save_signalr_upstream(file.signalr_upstream)
 
 
 def _demo_banner(config: ServiceConfig, host: str) -> None:
@@ -109,10 +129,12 @@ async def _run(
     store: SettingsBackend | None = None,
     cluster: tuple[str, str | None] | None = None,
     signalr: tuple[int | None, str | None, str | None] = (None, None, None),
+    config_file: ConfigFile | None = None,
 ) -> int:
     broker = None
     if cluster is not None:  # --redis URL [--node-id ID]: one node of a cluster
         from hubbub.broker.redis import RedisBroker
+        from hubbub.store_redis import RedisSettingsStore
 
         try:
             broker = RedisBroker(*cluster)
@@ -120,6 +142,27 @@ async def _run(
             print(f"hubbub: --redis/--node-id: {exc}", file=sys.stderr)
             return 2
         print(f"hubbub: cluster node {broker.node_id} (redis {broker.display_url})", flush=True)
+        redis_store = RedisSettingsStore(cluster[0], display_url=broker.display_url)
+        await redis_store.start()
+        try:
+            if config_file is not None:
+                await _apply_config_file_async(redis_store, config_file)
+            return await _run_node(config, demo, redis_store, broker, signalr)
+        except StoreError as exc:
+            print(f"hubbub: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await redis_store.aclose()
+    return await _run_node(config, demo, store, broker, signalr)
+
+
+async def _run_node(
+    config: ServiceConfig,
+    demo: bool,
+    store: SettingsBackend | None,
+    broker: RedisBroker | None,
+    signalr: tuple[int | None, str | None, str | None],
+) -> int:
     app = create_app(config, store=store, broker=broker, presence=broker.presence if broker else None)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
@@ -146,7 +189,8 @@ async def _run(
 
     try:
         port, settings_path, secrets_path = signalr
-        signalr_runner = await start_signalr(config, port, settings_path, store, secrets_path)
+        sr_cluster = (broker.url, broker.node_id) if broker is not None else None
+        signalr_runner = await start_signalr(config, port, settings_path, store, secrets_path, sr_cluster)
     except (OSError, ValueError) as exc:
         print(f"hubbub: SignalR: {exc}", file=sys.stderr)
         await runner.cleanup()

@@ -119,6 +119,7 @@ async def start_signalr(
     settings_path: str | None = None,
     store: SettingsBackend | None = None,
     secrets_path: str | None = None,
+    cluster: tuple[str, str] | None = None,
 ) -> web.AppRunner | None:
     """Start SignalR on ``port`` (None: the default 8888, skipped with a warning when busy; 0: off).
 
@@ -126,7 +127,8 @@ async def start_signalr(
     ``store`` its templates replace the stored ones (the file wins, as ``--config`` does), and the
     store's templates are used from then on. Prints the connection string. Returns the runner to
     clean up, or None when not started. Raises :class:`ValueError` for unusable settings and
-    :class:`OSError` when an explicitly requested port cannot be bound.
+    :class:`OSError` when an explicitly requested port cannot be bound. ``cluster`` = (Redis URL,
+    this node's id): SignalR commands and presence go through Redis (:mod:`hubbub.signalr.cluster`).
     """
     if port == 0:
         return None
@@ -142,8 +144,20 @@ async def start_signalr(
         endpoint=f"http://{host}:{chosen}",
         secrets_file=secrets_path,
     )
+    service = None
+    if cluster is not None:
+        from hubbub.broker.redis import RedisBroker
+        from hubbub.core.node import Node
+        from hubbub.signalr.cluster import NamespacedBroker, NamespacedPresence, signalr_node_id
+
+        broker = RedisBroker(cluster[0], signalr_node_id(cluster[1]))
+        node = Node(NamespacedBroker(broker), NamespacedPresence(broker.presence))
+        service = SignalRService(signalr, node)
     runner = web.AppRunner(
-        create_signalr_app(signalr, store=store), handle_signals=False, access_log=None, shutdown_timeout=5.0
+        create_signalr_app(signalr, service, store=store),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=5.0,
     )
     await runner.setup()
     site = web.TCPSite(runner, config.host, chosen, reuse_address=True, backlog=4096)

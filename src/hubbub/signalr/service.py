@@ -172,12 +172,12 @@ class SignalRService:
         self.user_groups.remove_all(hub, user)
         await self.node.publish(Command(Op.REMOVE_FROM_ALL_GROUPS, hub, Scope.USER, user))
 
-    def user_in_group(self, hub: str, user: str, group: str) -> bool:
+    async def user_in_group(self, hub: str, user: str, group: str) -> bool:
+        """A membership added through this node, or a connection of the user in the group (any node)."""
         now = asyncio.get_running_loop().time()
         if self.user_groups.contains(hub, user, group, now):
             return True
-        local = self.node.find_hub(hub)
-        return local is not None and any(group in s.groups for s in local.user_sessions(user))
+        return any(member == user for _, member in await self.node.group_members(hub, group))
 
     # -- the sweep ------------------------------------------------------------------------------
 
