@@ -232,3 +232,25 @@ async def test_signalr_and_web_pubsub_hubs_of_the_same_name_never_mix(
         assert wps.messages() == ["wps", "wps"]  # group + all; no user 'alice' there
     finally:
         wps.close()
+
+
+async def test_a_user_group_added_on_node_2_is_joined_by_a_later_connection_on_node_1(
+    nodes: list[Node], hub: str, http: aiohttp.ClientSession
+) -> None:
+    first, second, third = nodes
+    assert await Rest(http, second, hub)("PUT", "/users/carol/groups/vip") == 200  # carol is not connected
+    assert await Rest(http, third, hub)("GET", "/users/carol/groups/vip") == 200  # any node knows it
+    assert await Rest(http, third, hub)("GET", "/users/carol/groups/other") == 404
+    async with peer(first, hub, "carol") as carol:
+        api = Rest(http, third, hub)
+        for _ in range(200):  # the node reads carol's groups from Redis right after the handshake
+            if await api("HEAD", "/groups/vip") == 200:
+                break
+            await asyncio.sleep(0.05)
+        await api.send("/groups/vip", "welcome")
+        assert await carol.next() == ["welcome"]
+        assert await Rest(http, second, hub)("DELETE", "/users/carol/groups/vip") in (200, 204)
+        assert await api("GET", "/users/carol/groups/vip") == 404
+        await api.send("/groups/vip", "gone")
+        await api.send("/users/carol", "marker")
+        assert await carol.next() == ["marker"]

@@ -148,11 +148,16 @@ async def start_signalr(
     if cluster is not None:
         from hubbub.broker.redis import RedisBroker
         from hubbub.core.node import Node
-        from hubbub.signalr.cluster import NamespacedBroker, NamespacedPresence, signalr_node_id
+        from hubbub.signalr.cluster import (
+            NamespacedBroker,
+            NamespacedPresence,
+            SharedUserGroups,
+            signalr_node_id,
+        )
 
         broker = RedisBroker(cluster[0], signalr_node_id(cluster[1]))
         node = Node(NamespacedBroker(broker), NamespacedPresence(broker.presence))
-        service = SignalRService(signalr, node)
+        service = SignalRService(signalr, node, SharedUserGroups(broker.redis))
     runner = web.AppRunner(
         create_signalr_app(signalr, service, store=store),
         handle_signals=False,

@@ -14,12 +14,18 @@ Redis and remove it on the way back.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from hubbub.auth import Permission
 from hubbub.broker.base import Broker, BrokerHandler, Command, ConnectionRecord, LocalView, Presence
+from hubbub.errors import BrokerUnavailable
 
-__all__ = ["PREFIX", "NamespacedBroker", "NamespacedPresence", "signalr_node_id"]
+__all__ = ["PREFIX", "NamespacedBroker", "NamespacedPresence", "SharedUserGroups", "signalr_node_id"]
 
 PREFIX = "signalr~"
 
@@ -158,3 +164,56 @@ class NamespacedPresence:
 
     def evicted(self, reason: str) -> None:
         self._local().evicted(reason)
+
+
+class SharedUserGroups:
+    """User -> group memberships (digest §3.3) shared by the cluster, so a later connection of the user
+    on any node joins them and any node answers "is the user in the group".
+
+    One hash per user: ``hubbub:hub:signalr~{hub}:ugroups:{user}``, group -> expiry (Unix time, ``""``
+    = none). The node that added a membership with a TTL also keeps it in its local
+    :class:`~hubbub.signalr.usergroups.UserGroups` and removes the user's connections from the group
+    when it expires (as a single node does); readers ignore expired entries.
+    """
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    @staticmethod
+    def key(hub: str, user: str) -> str:
+        return f"hubbub:hub:{_in(hub.lower())}:ugroups:{user}"
+
+    async def add(self, hub: str, user: str, group: str, ttl: int | None) -> None:
+        expiry = "" if ttl is None else repr(time.time() + ttl)
+        await self._run(self.redis.hset(self.key(hub, user), group, expiry))
+
+    async def remove(self, hub: str, user: str, group: str) -> None:
+        await self._run(self.redis.hdel(self.key(hub, user), group))
+
+    async def remove_all(self, hub: str, user: str) -> None:
+        await self._run(self.redis.delete(self.key(hub, user)))
+
+    async def contains(self, hub: str, user: str, group: str) -> bool:
+        raw = await self._run(self.redis.hget(self.key(hub, user), group))
+        return raw is not None and _alive(raw, time.time())
+
+    async def groups(self, hub: str, user: str) -> list[str]:
+        entries = await self._run(self.redis.hgetall(self.key(hub, user)))
+        now = time.time()
+        return [_text(g) for g, raw in entries.items() if _alive(raw, now)]
+
+    @staticmethod
+    async def _run(call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"The Redis backplane cannot be reached; retry later ({exc}).") from None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _alive(raw: Any, now: float) -> bool:
+    text = _text(raw)
+    return not text or float(text) > now
