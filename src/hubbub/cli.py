@@ -163,7 +163,11 @@ async def _run_node(
     broker: RedisBroker | None,
     signalr: tuple[int | None, str | None, str | None],
 ) -> int:
-    app = create_app(config, store=store, broker=broker, presence=broker.presence if broker else None)
+    from hubbub.signalr.cluster import LostRouter, WebPubSubPresence
+
+    router = LostRouter()  # a dead node's lost connections: Web PubSub's or SignalR's
+    presence = WebPubSubPresence(broker.presence, router) if broker is not None else None
+    app = create_app(config, store=store, broker=broker, presence=presence)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True, backlog=4096)
@@ -190,7 +194,9 @@ async def _run_node(
     try:
         port, settings_path, secrets_path = signalr
         sr_cluster = (broker.url, broker.node_id) if broker is not None else None
-        signalr_runner = await start_signalr(config, port, settings_path, store, secrets_path, sr_cluster)
+        signalr_runner = await start_signalr(
+            config, port, settings_path, store, secrets_path, sr_cluster, router
+        )
     except (OSError, ValueError) as exc:
         print(f"hubbub: SignalR: {exc}", file=sys.stderr)
         await runner.cleanup()

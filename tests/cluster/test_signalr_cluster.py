@@ -21,12 +21,13 @@ from pysignalr.client import SignalRClient
 from pysignalr.protocol.json import JSONProtocol
 from pysignalr.protocol.messagepack import MessagepackProtocol
 
+from hubbub.hub_cli import admin_request
 from hubbub.signalr.tokens import client_url, mint_client_token
 from tests.support.cluster import RedisServer
 from tests.support.server import DEV_KEY
 
 from .conftest import Client, rest, wait_until
-from .test_settings_cluster import Node, run_nodes
+from .test_settings_cluster import Node, Upstream, run_nodes, signalr_connect
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -254,3 +255,27 @@ async def test_a_user_group_added_on_node_2_is_joined_by_a_later_connection_on_n
         await api.send("/groups/vip", "gone")
         await api.send("/users/carol", "marker")
         assert await carol.next() == ["marker"]
+
+
+def test_connections_of_a_killed_node_get_their_upstream_disconnected_once(
+    redis_server: RedisServer, nodes: list[Node]
+) -> None:
+    hub = "lost" + uuid.uuid4().hex[:8]
+    upstream = Upstream()
+    try:
+        body = {"templates": [{"urlTemplate": upstream.url + "/{event}", "hubPattern": hub}]}
+        admin_request(nodes[0].server.connection_string, "PUT", body=body, path="/api/admin/signalr/upstream")
+        with run_nodes(redis_server.url, "sigdoomed", size=1) as (doomed,):
+            ws, cid = signalr_connect(doomed, hub)
+            wait_until(lambda: upstream.paths_of(cid) == ["/connected"], timeout=15)
+            doomed.server.process.kill()  # kill -9: no goodbye, the cluster notices the missing heartbeat
+            doomed.server.process.wait()
+            wait_until(lambda: upstream.paths_of(cid) == ["/connected", "/disconnected"], timeout=30)
+            ws.close()
+        time_to_double = 2.0  # a second report would come from another survivor's reaper round
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: len(upstream.paths_of(cid)) > 2, timeout=time_to_double)
+        assert upstream.paths_of(cid) == ["/connected", "/disconnected"]  # once, by one survivor
+    finally:
+        admin_request(nodes[0].server.connection_string, "DELETE", path="/api/admin/signalr/upstream")
+        upstream.close()

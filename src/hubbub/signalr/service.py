@@ -186,6 +186,15 @@ class SignalRService:
     def _detached(self, session: Session, reason: str | None) -> None:
         """Node hook, also when the node itself closed the session (REST close, shutdown)."""
         connection = self._by_id.get(session.id)
+        if connection is None and session.link is None and session.closed:
+            # a connection of a cluster node that died, handed to this node: its upstream `disconnected`
+            connection = SignalRConnection(
+                self, session.hub, ClientIdentity(session.user_id, {}), connection_id=session.id, token=""
+            )
+            connection.state = ConnectionState.CLOSED
+            for hook in self.on_disconnected:
+                hook(connection, reason)
+            return
         if connection is None or connection.session is not session:
             return
         connection.state = ConnectionState.CLOSED
