@@ -247,3 +247,25 @@ async def test_managed_identity_token_claims(start: Starter, upstream: Upstream,
             audience="api://my-app",
         )
     await ws.close()
+
+
+def test_redact_hides_plain_and_encoded_values() -> None:
+    resolver = SecretResolver(environ={env_name("k"): "s3cr/t v"})
+    template = "http://h/?code=" + REF % ("k", "")
+    assert resolver.resolve(template) == "http://h/?code=s3cr/t v"
+    text = "failed for http://h/?code=s3cr/t v (s3cr%2Ft%20v, s3cr/t%20v)"
+    assert resolver.redact(text, template) == "failed for http://h/?code=*** (***, ***)"
+
+
+async def test_an_error_quoting_the_resolved_url_is_logged_without_the_secret(
+    start: Starter, hub: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("HUBBUB_SECRET_K", "topsecret-99")
+    env = await start(upstream=(UpstreamTemplate("http://127.0.0.1:99999/p?code=" + REF % ("k", "")),))
+    ws, _ = await env.connect(hub)
+    await ws.send_str(invocation("x"))
+    assert await record(ws) == {"type": 3, "invocationId": "1", "error": "Invocation failed, status code 500"}
+    failures = [r.getMessage() for r in caplog.records if r.name == "hubbub.signalr.upstream"]
+    assert any("InvalidUrlClientError" in line for line in failures), failures
+    assert not any("topsecret-99" in line for line in failures)
+    await ws.close()

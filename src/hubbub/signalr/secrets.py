@@ -22,6 +22,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping
+from urllib.parse import quote
 
 from hubbub.errors import BadRequest
 
@@ -88,6 +89,16 @@ class SecretResolver:
         if _START not in text:
             return text
         return REFERENCE.sub(lambda m: self.value(m.group("name")), text)
+
+    def redact(self, text: str, template: str) -> str:
+        """``text`` with the (cached) values of ``template``'s references replaced by ``***``, plain or
+        percent-encoded (for error messages that quote a resolved URL)."""
+        for match in REFERENCE.finditer(template):
+            cached = self._cache.get(match.group("name").lower())
+            if cached and cached[0]:
+                for form in {cached[0], quote(cached[0], safe=""), quote(cached[0])}:
+                    text = text.replace(form, "***")
+        return text
 
     def value(self, name: str) -> str:
         now = self._clock()

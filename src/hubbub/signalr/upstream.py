@@ -239,9 +239,6 @@ class SignalRUpstream:
         except aiohttp.ClientError as exc:
             why = f"{exc.__class__.__name__}: {exc}"
             if url != shown:  # an error text may quote the URL: never log a secret
-                why = why.replace(url, shown)
-                for part in (urlsplit(url).query, urlsplit(url).path):
-                    if part:
-                        why = why.replace(part, "***")
+                why = self.secrets.redact(why.replace(url, shown), shown)
         log.warning("upstream %s/%s for hub %s at %s failed: %s", category, event, connection.hub, shown, why)
         return None, b""
