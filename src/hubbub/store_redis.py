@@ -4,13 +4,19 @@ Every node keeps the settings in memory (reads stay dict lookups) and refreshes 
 
     hubbub:settings:hubs      hash    lower-cased hub name -> {"name": display name, "properties": {...}}
     hubbub:settings:signalr   string  {"templates": [...]} (the SignalR upstream templates)
-    hubbub:settings           channel "h:<lower-cased hub>" or "s" after each change
+    hubbub:settings:epoch     string  set once the settings exist; gone = Redis lost its data
+    hubbub:settings           channel "h:<lower-cased hub>", "s" after each change, "*" after a reseed
 
 A write (admin API, CLI, ``--config`` at start) goes to Redis first (the key and the notification in
 one MULTI), then to this node's copy; the other nodes re-read the changed key when the notification
 arrives. After a lost connection a node re-reads everything (changes it missed are then applied).
 While Redis is unreachable writes fail (:class:`~hubbub.store.StoreError`, the admin API's 500) and
 reads answer from the last copy.
+
+Redis without persistence loses the settings when it restarts. The epoch key tells: when a node
+(re)connects and finds no epoch, it writes its own copy back (one Lua script: only the first node
+to get there does it, atomically, and tells the others with ``*``); so the settings survive a Redis
+restart as long as one node stays up.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import contextlib
 import json
 import logging
 import random
+import secrets
 from typing import Any
 
 from redis.asyncio import Redis
@@ -36,7 +43,23 @@ log = logging.getLogger("hubbub.store.redis")
 
 HUBS_KEY = "hubbub:settings:hubs"
 SIGNALR_KEY = "hubbub:settings:signalr"
+EPOCH_KEY = "hubbub:settings:epoch"
 CHANNEL = "hubbub:settings"
+
+# KEYS: epoch, hubs, signalr; ARGV: epoch value, signalr JSON ("" = none), then key/value pairs of hubs.
+# Reseeds only when the epoch is missing (Redis lost its data); returns 1 when it did.
+_RESEED = (
+    """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2]) end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('PUBLISH', '"""
+    + CHANNEL
+    + """', '*')
+return 1
+"""
+)
 
 
 def _text(value: Any) -> str:
@@ -127,6 +150,7 @@ class RedisSettingsStore(SettingsBackend):
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(CHANNEL)
+                await self._reseed()
                 await self._reload_all()  # after SUBSCRIBE: no change can fall in between
                 if failures:
                     log.info("hub settings: reconnected to redis")
@@ -148,6 +172,18 @@ class RedisSettingsStore(SettingsBackend):
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, 5.0)
 
+    async def _reseed(self) -> None:
+        """Write this node's copy back if Redis has lost the settings (no epoch key)."""
+        args: list[str] = [secrets.token_hex(8)]
+        args.append(signalr_text(self._signalr) if self._signalr else "")
+        for key, settings in self._cache.items():
+            args += [key, json.dumps({"name": settings.name, "properties": settings.to_json()})]
+        reseeded = await self.redis.eval(_RESEED, 3, EPOCH_KEY, HUBS_KEY, SIGNALR_KEY, *args)
+        if reseeded and (self._cache or self._signalr):
+            log.warning(
+                "redis had lost the hub settings: wrote this node's copy back (%d hubs)", len(self._cache)
+            )
+
     async def _reload_all(self) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(HUBS_KEY)
@@ -167,7 +203,9 @@ class RedisSettingsStore(SettingsBackend):
         self._apply_signalr(signalr)
 
     async def _reload(self, message: str) -> None:
-        if message == "s":
+        if message == "*":
+            await self._reload_all()
+        elif message == "s":
             self._apply_signalr(await self.redis.get(SIGNALR_KEY))
         elif message.startswith("h:"):
             key = message[2:]

@@ -23,7 +23,7 @@ import websocket
 from hubbub.hub_cli import admin_request
 from hubbub.signalr.tokens import client_url as signalr_client_url
 from hubbub.signalr.tokens import mint_client_token
-from tests.support.cluster import RedisServer, wait_healthy
+from tests.support.cluster import RedisServer, run_redis, wait_healthy
 from tests.support.server import DEV_KEY, Server, free_port, run_server, wait_for_port
 
 from .conftest import Client, EventHandler, wait_until
@@ -231,3 +231,49 @@ def test_config_file_of_a_new_node_reaches_the_running_ones(
         finally:
             client.close()
     admin_request(nodes[0].server.connection_string, "DELETE", hub)
+
+
+def test_settings_survive_a_restart_of_redis_without_persistence(
+    hub: str, event_handler: EventHandler
+) -> None:
+    import redis
+
+    with run_redis() as redis_server, run_nodes(redis_server.url, "wipe", size=2) as (first, second):
+        url = f"http://127.0.0.1:{event_handler.port}/{{event}}"
+        properties = {"eventHandlers": [{"urlTemplate": url, "systemEvents": ["connected"]}]}
+        admin_request(first.server.connection_string, "PUT", hub, properties)
+        upstream = {"templates": [{"urlTemplate": "http://127.0.0.1:9/{event}", "hubPattern": hub}]}
+        admin_request(
+            first.server.connection_string, "PUT", body=upstream, path="/api/admin/signalr/upstream"
+        )
+
+        redis_server.restart()  # comes back empty (--save '' --appendonly no)
+        client = redis.Redis(host="127.0.0.1", port=redis_server.port)
+        try:
+            wait_until(lambda: client.hget("hubbub:settings:hubs", hub.lower()) is not None, timeout=30)
+            assert client.get("hubbub:settings:signalr") is not None
+        finally:
+            client.close()
+        for node in (first, second):
+            wait_healthy(node.server)
+        with run_server("--redis", redis_server.url, "--node-id", "wipe-late") as late:  # reads only Redis
+            wait_healthy(late)
+            shown = admin_request(late.connection_string, "GET", hub)
+            assert shown["properties"]["eventHandlers"][0]["urlTemplate"] == url
+            listed = admin_request(late.connection_string, "GET", path="/api/admin/signalr/upstream")
+            assert listed == {
+                "templates": [
+                    {
+                        "urlTemplate": "http://127.0.0.1:9/{event}",
+                        "hubPattern": hub,
+                        "categoryPattern": "*",
+                        "eventPattern": "*",
+                        "auth": {"type": "None"},
+                    }
+                ]
+            }
+            joined = Client(late, hub)
+            try:
+                wait_until(lambda: joined.id in event_handler.of("connected"), timeout=15)
+            finally:
+                joined.close()
