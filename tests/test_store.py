@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -328,3 +329,66 @@ def test_config_file_signalr_errors(tmp_path: Path, text: str, message: str) -> 
     with pytest.raises(ConfigFileError) as info:
         load_config(write(tmp_path, text))
     assert message in str(info.value)
+
+
+# --- the Redis store (a cluster's) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    from tests.support.cluster import run_redis
+
+    with run_redis() as server:
+        yield server.url
+
+
+async def test_redis_store_shares_changes_between_nodes(redis_url: str) -> None:
+    from hubbub.store_redis import RedisSettingsStore
+
+    one, two = RedisSettingsStore(redis_url), RedisSettingsStore(redis_url)
+    await one.start()
+    await two.start()
+    seen: list[str] = []
+    seen_signalr: list[tuple[UpstreamTemplate, ...]] = []
+    two.listeners.append(seen.append)
+    two.signalr_listeners.append(seen_signalr.append)
+    try:
+        await one.save(chat())
+        assert one.get("chat") == chat()  # read-your-writes on the writer
+        await wait_for(lambda: two.get("CHAT") == chat())
+        assert seen == ["Chat"]
+        templates = (UpstreamTemplate("http://localhost:7071/{event}", hub_pattern="chat"),)
+        await two.save_signalr_upstream(templates)
+        await wait_for(lambda: one.signalr_upstream() == templates)
+        assert seen_signalr == [templates]
+        assert await two.remove("chat")
+        assert not await two.remove("chat")
+        await wait_for(lambda: one.get("chat") is None)
+        assert [s.name for s in one.list()] == []
+        late = RedisSettingsStore(redis_url)  # a node started later reads what is there
+        await late.start()
+        assert late.signalr_upstream() == templates
+        await late.aclose()
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_redis_store_write_without_redis_is_a_store_error() -> None:
+    from hubbub.store_redis import RedisSettingsStore
+    from tests.support.server import free_port
+
+    store = RedisSettingsStore(f"redis://127.0.0.1:{free_port()}", start_timeout=0.2)
+    await store.start()  # serves (empty) while Redis is away
+    try:
+        with pytest.raises(StoreError, match="cannot write the hub settings"):
+            await store.save(chat())
+        assert store.get("chat") is None
+    finally:
+        await store.aclose()
+
+
+async def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)
