@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from hubbub.cli import main
 from hubbub.settings import EventHandler, HubSettings
+from hubbub.signalr.upstream_rules import UpstreamTemplate
 from hubbub.store import (
     DB_FILE,
     MEMORY,
@@ -18,6 +20,7 @@ from hubbub.store import (
     SettingsStore,
     StoreError,
     default_data_dir,
+    load_config,
     load_config_file,
 )
 
@@ -257,3 +260,135 @@ def test_serve_rejects_unusable_data_dir(tmp_path: Path, capsys: pytest.CaptureF
     (tmp_path / "file").write_text("x")
     assert main(["serve", "--port", "1", "--data-dir", str(tmp_path / "file")]) == 2
     assert capsys.readouterr().err.startswith("hubbub: cannot open the hub settings store")
+
+
+# --- SignalR upstream templates --------------------------------------------------------------------
+
+
+def test_signalr_upstream_survives_reopen_and_notifies(tmp_path: Path) -> None:
+    templates = (
+        UpstreamTemplate("http://localhost:7071/{hub}/{event}", hub_pattern="chat", event_pattern="a,b"),
+        UpstreamTemplate("http://localhost:7071/all", auth_type="ManagedIdentity", auth_resource="api://x"),
+    )
+    store = SettingsStore.open(str(tmp_path))
+    seen: list[tuple[UpstreamTemplate, ...]] = []
+    store.signalr_listeners.append(seen.append)
+    assert store.signalr_upstream() == ()
+    store.put_signalr_upstream(templates)
+    assert seen == [templates]
+    store.close()
+    again = SettingsStore.open(str(tmp_path))
+    try:
+        assert again.signalr_upstream() == templates  # order kept
+        again.put_signalr_upstream(())
+        assert again.signalr_upstream() == ()
+    finally:
+        again.close()
+
+
+def test_config_file_signalr_upstream(tmp_path: Path) -> None:
+    text = (
+        "[[signalr.upstream]]\n"
+        "url_template = 'http://localhost:7071/runtime/webhooks/signalr?code={@Microsoft.KeyVault("
+        "SecretUri=https://v.vault.azure.net/secrets/k/)}'\n"
+        "hub_pattern = 'chat'\n"
+        "[[signalr.upstream]]\n"
+        "url_template = 'http://localhost:7072/{event}'\n"
+        "auth_type = 'ManagedIdentity'\n"
+    )
+    loaded = load_config(write(tmp_path, text))
+    assert loaded.hubs == []
+    assert loaded.signalr_upstream is not None
+    assert [t.hub_pattern for t in loaded.signalr_upstream] == ["chat", "*"]
+    assert loaded.signalr_upstream[1].auth_type == "ManagedIdentity"
+    assert load_config(write(tmp_path, "")).signalr_upstream is None  # absent: the stored list is kept
+    assert load_config(write(tmp_path, "[signalr]\n")).signalr_upstream == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("signalr = 1\n", "'signalr' must be a table"),
+        ("[signalr]\nupstreams = []\n", "unknown key 'upstreams' in [signalr]"),
+        ("[signalr]\nupstream = 1\n", "must be an array of tables"),
+        ("[[signalr.upstream]]\nhub_pattern = '*'\n", "#1: url_template is required"),
+        ("[[signalr.upstream]]\nurl_template = 'http://x'\nhub = 'a'\n", "unknown key 'hub'"),
+        (
+            "[[signalr.upstream]]\nurl_template = 'http://x'\nhub_pattern = 1\n",
+            "hub_pattern must be a string",
+        ),
+        ("[[signalr.upstream]]\nurl_template = 'ftp://x'\n", "Invalid UrlTemplate 'ftp://x'"),
+        ("[[signalr.upstream]]\nurl_template = 'http://x/{@y}'\n", "Invalid secret reference"),
+        (
+            "[[signalr.upstream]]\nurl_template = 'http://x'\nauth_type = 'Key'\n",
+            "Unknown upstream auth type",
+        ),
+    ],
+)
+def test_config_file_signalr_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigFileError) as info:
+        load_config(write(tmp_path, text))
+    assert message in str(info.value)
+
+
+# --- the Redis store (a cluster's) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    from tests.support.cluster import run_redis
+
+    with run_redis() as server:
+        yield server.url
+
+
+async def test_redis_store_shares_changes_between_nodes(redis_url: str) -> None:
+    from hubbub.store_redis import RedisSettingsStore
+
+    one, two = RedisSettingsStore(redis_url), RedisSettingsStore(redis_url)
+    await one.start()
+    await two.start()
+    seen: list[str] = []
+    seen_signalr: list[tuple[UpstreamTemplate, ...]] = []
+    two.listeners.append(seen.append)
+    two.signalr_listeners.append(seen_signalr.append)
+    try:
+        await one.save(chat())
+        assert one.get("chat") == chat()  # read-your-writes on the writer
+        await wait_for(lambda: two.get("CHAT") == chat())
+        assert seen == ["Chat"]
+        templates = (UpstreamTemplate("http://localhost:7071/{event}", hub_pattern="chat"),)
+        await two.save_signalr_upstream(templates)
+        await wait_for(lambda: one.signalr_upstream() == templates)
+        assert seen_signalr == [templates]
+        assert await two.remove("chat")
+        assert not await two.remove("chat")
+        await wait_for(lambda: one.get("chat") is None)
+        assert [s.name for s in one.list()] == []
+        late = RedisSettingsStore(redis_url)  # a node started later reads what is there
+        await late.start()
+        assert late.signalr_upstream() == templates
+        await late.aclose()
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_redis_store_write_without_redis_is_a_store_error() -> None:
+    from hubbub.store_redis import RedisSettingsStore
+    from tests.support.server import free_port
+
+    store = RedisSettingsStore(f"redis://127.0.0.1:{free_port()}", start_timeout=0.2)
+    await store.start()  # serves (empty) while Redis is away
+    try:
+        with pytest.raises(StoreError, match="cannot write the hub settings"):
+            await store.save(chat())
+        assert store.get("chat") is None
+    finally:
+        await store.aclose()
+
+
+async def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.01)

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -17,8 +18,19 @@ from hubbub.api.app import create_app
 from hubbub.auth import DEV_ACCESS_KEY, client_audience, mint_client_token
 from hubbub.config import ServiceConfig
 from hubbub.functions.cli import add_func_parser
-from hubbub.hub_cli import add_hub_parser
-from hubbub.store import ConfigFileError, SettingsStore, StoreError, default_data_dir, load_config_file
+from hubbub.hub_cli import add_hub_parser, add_signalr_parser
+from hubbub.store import (
+    ConfigFile,
+    ConfigFileError,
+    SettingsBackend,
+    SettingsStore,
+    StoreError,
+    default_data_dir,
+    load_config,
+)
+
+if TYPE_CHECKING:
+    from hubbub.broker.redis import RedisBroker
 
 __all__ = ["main"]
 
@@ -37,31 +49,56 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
+    data_dir = args.data_dir or default_data_dir()
+    redis_url = getattr(args, "redis", None) or os.environ.get("HUBBUB_REDIS") or None
     try:
-        hubs = load_config_file(args.config) if args.config else []
-        store = SettingsStore.open(args.data_dir or default_data_dir())
+        file = load_config(args.config) if args.config else ConfigFile([])
+        # a cluster keeps its settings in Redis (opened in _run); a single node in SQLite
+        store = None if redis_url else SettingsStore.open(data_dir)
     except (ConfigFileError, StoreError) as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
     try:
-        for settings in hubs:  # the file wins for the hubs it names
-            store.put(settings)
+        if store is not None:
+            _apply_config_file(store, file)
         try:
             import uvloop
 
             uvloop.install()
         except ImportError:  # pragma: no cover - uvloop is optional
             pass
-        redis_url = getattr(args, "redis", None) or os.environ.get("HUBBUB_REDIS") or None
         cluster = (redis_url, getattr(args, "node_id", None)) if redis_url else None
         demo = getattr(args, "demo", False)
-        signalr = (getattr(args, "signalr_port", None), getattr(args, "signalr_settings", None))
-        return asyncio.run(_run(config, demo=demo, store=store, cluster=cluster, signalr=signalr))
+        from hubbub.signalr.app import secrets_file
+
+        signalr = (
+            getattr(args, "signalr_port", None),
+            getattr(args, "signalr_settings", None),
+            secrets_file(getattr(args, "secrets_file", None), data_dir),
+        )
+        return asyncio.run(
+            _run(config, demo=demo, store=store, cluster=cluster, signalr=signalr, config_file=file)
+        )
     except StoreError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
     finally:
-        store.close()
+        if store is not None:
+            store.close()
+
+
+def _apply_config_file(store: SettingsStore, file: ConfigFile) -> None:
+    for settings in file.hubs:  # the file wins for the hubs it names
+        store.put(settings)
+    if file.signalr_upstream is not None:
+        store.put_signalr_upstream(file.signalr_upstream)
+
+
+async def _apply_config_file_async(store: SettingsBackend, file: ConfigFile) -> None:
+    for settings in file.hubs:
+        await store.save(settings)
+    if file.signalr_upstream is not None:
+        await store.save_signalr_upstream(file.signalr_upstream)
 
 
 def _demo_banner(config: ServiceConfig, host: str) -> None:
@@ -89,13 +126,15 @@ def _demo_banner(config: ServiceConfig, host: str) -> None:
 async def _run(
     config: ServiceConfig,
     demo: bool = False,
-    store: SettingsStore | None = None,
+    store: SettingsBackend | None = None,
     cluster: tuple[str, str | None] | None = None,
-    signalr: tuple[int | None, str | None] = (None, None),
+    signalr: tuple[int | None, str | None, str | None] = (None, None, None),
+    config_file: ConfigFile | None = None,
 ) -> int:
     broker = None
     if cluster is not None:  # --redis URL [--node-id ID]: one node of a cluster
         from hubbub.broker.redis import RedisBroker
+        from hubbub.store_redis import RedisSettingsStore
 
         try:
             broker = RedisBroker(*cluster)
@@ -103,7 +142,32 @@ async def _run(
             print(f"hubbub: --redis/--node-id: {exc}", file=sys.stderr)
             return 2
         print(f"hubbub: cluster node {broker.node_id} (redis {broker.display_url})", flush=True)
-    app = create_app(config, store=store, broker=broker, presence=broker.presence if broker else None)
+        redis_store = RedisSettingsStore(cluster[0], display_url=broker.display_url)
+        await redis_store.start()
+        try:
+            if config_file is not None:
+                await _apply_config_file_async(redis_store, config_file)
+            return await _run_node(config, demo, redis_store, broker, signalr)
+        except StoreError as exc:
+            print(f"hubbub: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await redis_store.aclose()
+    return await _run_node(config, demo, store, broker, signalr)
+
+
+async def _run_node(
+    config: ServiceConfig,
+    demo: bool,
+    store: SettingsBackend | None,
+    broker: RedisBroker | None,
+    signalr: tuple[int | None, str | None, str | None],
+) -> int:
+    from hubbub.signalr.cluster import LostRouter, WebPubSubPresence
+
+    router = LostRouter()  # a dead node's lost connections: Web PubSub's or SignalR's
+    presence = WebPubSubPresence(broker.presence, router) if broker is not None else None
+    app = create_app(config, store=store, broker=broker, presence=presence)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, reuse_address=True, backlog=4096)
@@ -128,7 +192,11 @@ async def _run(
     from hubbub.signalr.app import start_signalr  # SignalR serverless on --signalr-port (issue #6)
 
     try:
-        signalr_runner = await start_signalr(config, *signalr)
+        port, settings_path, secrets_path = signalr
+        sr_cluster = (broker.url, broker.node_id) if broker is not None else None
+        signalr_runner = await start_signalr(
+            config, port, settings_path, store, secrets_path, sr_cluster, router
+        )
     except (OSError, ValueError) as exc:
         print(f"hubbub: SignalR: {exc}", file=sys.stderr)
         await runner.cleanup()
@@ -201,7 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     cluster(serve)
     serve.add_argument("--signalr-port", type=int, help="SignalR port (default 8888; 0 disables)")
     serve.add_argument(
-        "--signalr-settings", metavar="PATH", help="SignalR upstream settings (emulator settings.json)"
+        "--signalr-settings",
+        metavar="PATH",
+        help="SignalR upstream settings (emulator settings.json or ARM JSON); replaces the stored ones",
+    )
+    serve.add_argument(
+        "--secrets-file",
+        metavar="PATH",
+        help="JSON {name: value} for {@Microsoft.KeyVault(SecretUri=...)} references in SignalR "
+        "upstream URLs (env HUBBUB_SECRETS_FILE; default DATA_DIR/secrets.json; HUBBUB_SECRET_<NAME> wins)",
     )
     serve.set_defaults(func=_serve)
 
@@ -229,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=_token)
 
     add_hub_parser(sub)
+    add_signalr_parser(sub)
     add_func_parser(sub)
     return parser
 

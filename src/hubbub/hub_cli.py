@@ -10,6 +10,14 @@ and keeps the others (``--event-handler`` replaces the whole list, as in az).
 
 The service is found through ``--connection-string`` or the ``WebPubSubConnectionString`` environment
 variable, parsed like the Python SDK does. Errors are one line on stderr and exit status 1.
+
+``hubbub signalr upstream update|list|clear`` does the same for the SignalR upstream templates, with
+``az signalr upstream``'s flags: ``update`` takes one ``--template`` per template, in order, each with
+``key=value`` words (``url-template=`` (required), ``hub-pattern=``, ``category-pattern=``,
+``event-pattern=``, and hubbub's ``auth-type=`` / ``auth-resource=`` for ManagedIdentity auth), and
+replaces the whole list; ``clear`` removes it. The service is found through ``--connection-string`` or
+``AzureSignalRConnectionString`` (the Functions setting), else ``WebPubSubConnectionString`` (the admin
+API answers on both ports).
 """
 
 from __future__ import annotations
@@ -30,16 +38,29 @@ import jwt
 
 __all__ = [
     "ENV_CONNECTION_STRING",
+    "ENV_SIGNALR_CONNECTION_STRING",
     "HubCliError",
     "add_hub_parser",
+    "add_signalr_parser",
     "admin_request",
     "parse_connection_string",
     "parse_event_handler",
+    "parse_upstream_template",
 ]
 
 ENV_CONNECTION_STRING = "WebPubSubConnectionString"
+ENV_SIGNALR_CONNECTION_STRING = "AzureSignalRConnectionString"
+SIGNALR_UPSTREAM_PATH = "/api/admin/signalr/upstream"
 TIMEOUT_SECONDS = 30.0
 _HANDLER_KEYS = ("url-template", "user-event-pattern", "system-event", "auth-type", "auth-resource")
+_TEMPLATE_KEYS = (
+    "url-template",
+    "hub-pattern",
+    "category-pattern",
+    "event-pattern",
+    "auth-type",
+    "auth-resource",
+)
 _TRUE = ("true", "yes", "y", "on", "1")
 _FALSE = ("false", "no", "n", "off", "0")
 
@@ -72,10 +93,14 @@ def parse_connection_string(text: str) -> tuple[str, str]:
     return endpoint.rstrip("/"), access_key
 
 
-def admin_request(connection_string: str, method: str, hub: str | None = None, body: Any = None) -> Any:
-    """Call ``/api/admin/hubs[/{hub}]``; the parsed JSON answer (None for an empty one)."""
+def admin_request(
+    connection_string: str, method: str, hub: str | None = None, body: Any = None, *, path: str = ""
+) -> Any:
+    """Call ``/api/admin/hubs[/{hub}]`` (or ``path``); the parsed JSON answer (None for an empty one)."""
     endpoint, key = parse_connection_string(connection_string)
     url = f"{endpoint}/api/admin/hubs" + (f"/{quote(hub, safe='')}" if hub is not None else "")
+    if path:
+        url = endpoint + path
     now = int(time.time())
     with warnings.catch_warnings():  # short keys work, as with the SDKs; no warning on stderr
         warnings.simplefilter("ignore")
@@ -142,6 +167,50 @@ def parse_event_handler(words: Sequence[str]) -> dict[str, Any]:
         "systemEvents": list(dict.fromkeys(values.get("system-event", []))),
         "auth": auth,
     }
+
+
+def parse_upstream_template(words: Sequence[str]) -> dict[str, Any]:
+    """The ``templates`` entry of one ``--template`` flag's ``key=value`` words."""
+    values: dict[str, str] = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        key = key.strip().lower().replace("_", "-")
+        if not sep or key not in _TEMPLATE_KEYS:
+            raise ValueError(
+                f"--template: expected key=value, key one of {', '.join(_TEMPLATE_KEYS)}; got '{word}'"
+            )
+        if key in values:
+            raise ValueError(f"--template: '{key}' given twice in one template")
+        values[key] = value
+    if "url-template" not in values:
+        raise ValueError("--template: url-template=... is required")
+    auth: dict[str, Any] = {"type": values.get("auth-type", "None")}
+    if "auth-resource" in values:
+        auth["managedIdentity"] = {"resource": values["auth-resource"]}
+    return {
+        "urlTemplate": values["url-template"],
+        "hubPattern": values.get("hub-pattern", "*"),
+        "categoryPattern": values.get("category-pattern", "*"),
+        "eventPattern": values.get("event-pattern", "*"),
+        "auth": auth,
+    }
+
+
+class _TemplateAction(argparse.Action):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        words = [values] if isinstance(values, str) else list(values or ())
+        try:
+            template = parse_upstream_template(words)
+        except ValueError as exc:
+            parser.error(str(exc))
+        templates = getattr(namespace, self.dest, None) or []
+        setattr(namespace, self.dest, [*templates, template])
 
 
 class _EventHandlerAction(argparse.Action):
@@ -289,3 +358,73 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
                 help="WebSocket keep-alive ping interval, 1-120 (default 20)",
             )
         p.set_defaults(func=_command, hub_action=name)
+
+
+# --- hubbub signalr upstream ------------------------------------------------------------------------
+
+
+def _signalr_command(args: argparse.Namespace) -> int:
+    try:
+        cs = (
+            args.connection_string
+            or os.environ.get(ENV_SIGNALR_CONNECTION_STRING)
+            or os.environ.get(ENV_CONNECTION_STRING)
+        )
+        if not cs:
+            raise HubCliError(
+                "no connection string: pass --connection-string or set "
+                f"{ENV_SIGNALR_CONNECTION_STRING} (or {ENV_CONNECTION_STRING})"
+            )
+        action = args.upstream_action
+        if action == "list":
+            _print(admin_request(cs, "GET", path=SIGNALR_UPSTREAM_PATH))
+        elif action == "update":
+            body = {"templates": args.template}
+            _print(admin_request(cs, "PUT", body=body, path=SIGNALR_UPSTREAM_PATH))
+        else:
+            admin_request(cs, "DELETE", path=SIGNALR_UPSTREAM_PATH)
+    except HubCliError as exc:
+        print(f"hubbub: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_signalr_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``signalr upstream update|list|clear`` to the ``hubbub`` command line."""
+    signalr = subparsers.add_parser(
+        "signalr",
+        help="manage SignalR settings (like az signalr)",
+        description="Manage the SignalR service's settings through the admin API, with az signalr's flags.",
+    )
+    groups = signalr.add_subparsers(dest="signalr_group", required=True, metavar="GROUP")
+    upstream = groups.add_parser(
+        "upstream",
+        help="upstream templates (like az signalr upstream)",
+        description="The ordered upstream URL templates of SignalR serverless mode.",
+    )
+    actions = upstream.add_subparsers(dest="upstream_action", required=True, metavar="ACTION")
+    helps = {
+        "update": "replace the upstream templates (one --template per template, in order)",
+        "list": "print the upstream templates",
+        "clear": "remove every upstream template",
+    }
+    for name, text in helps.items():
+        p = actions.add_parser(name, help=text, description=text)
+        p.add_argument(
+            "--connection-string",
+            help=f"the service's connection string (env {ENV_SIGNALR_CONNECTION_STRING}, "
+            f"else {ENV_CONNECTION_STRING})",
+        )
+        p.add_argument("-g", "--resource-group", help=argparse.SUPPRESS)  # az's; ignored
+        p.add_argument("-n", "--name", help=argparse.SUPPRESS)  # az's resource name; ignored
+        if name == "update":
+            p.add_argument(
+                "--template",
+                nargs="+",
+                action=_TemplateAction,
+                required=True,
+                metavar="KEY=VALUE",
+                help="url-template=URL [hub-pattern=P] [category-pattern=P] [event-pattern=P] "
+                "[auth-type=None|ManagedIdentity] [auth-resource=R]; repeat for several templates",
+            )
+        p.set_defaults(func=_signalr_command, upstream_action=name)

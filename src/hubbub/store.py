@@ -21,6 +21,18 @@ file wins for the hubs it names, other stored hubs are kept)::
     auth_type = "None"                  # None (default) or ManagedIdentity
     auth_resource = ""                  # the ManagedIdentity resource (app id URI)
 
+    [[signalr.upstream]]                # SignalR upstream templates, ordered (first match wins)
+    url_template = "http://localhost:7071/runtime/webhooks/signalr"   # required; {hub} {category} {event}
+    hub_pattern = "*"                   # "*", "a,b" or "a" (default "*"); same for the next two
+    category_pattern = "*"              # connections, messages
+    event_pattern = "*"                 # connected, disconnected, or an invocation target
+    auth_type = "None"                  # None (default) or ManagedIdentity
+    auth_resource = ""                  # the token's aud (default: the upstream URL's origin)
+
+The SignalR upstream templates are one service-wide list (ARM ``properties.upstream.templates``),
+kept in the same store (table ``service``); a ``[signalr]`` table in the file replaces the stored
+list at start, its absence keeps it.
+
 Unknown keys are errors (a typo must not silently drop a handler).
 """
 
@@ -33,20 +45,26 @@ import sqlite3
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hubbub.errors import BadRequest
 from hubbub.settings import EventHandler, HubSettings
+from hubbub.signalr.upstream_rules import UpstreamTemplate, parse_settings, templates_json
 from hubbub.validation import check_hub
 
 __all__ = [
     "DB_FILE",
     "MEMORY",
+    "SIGNALR_UPSTREAM",
+    "ConfigFile",
     "ConfigFileError",
+    "SettingsBackend",
     "SettingsStore",
     "StoreError",
     "default_data_dir",
+    "load_config",
     "load_config_file",
 ]
 
@@ -83,16 +101,89 @@ def default_data_dir() -> str:
     return str(home / ".local" / "share" / "hubbub")
 
 
-class SettingsStore:
+#: the key of the SignalR upstream templates in the ``service`` table (and in Redis)
+SIGNALR_UPSTREAM = "signalr.upstream"
+
+SignalRListener = Callable[[tuple[UpstreamTemplate, ...]], None]
+
+
+class SettingsBackend:
+    """What the services read (from an in-memory cache, synchronously) and the admin API writes.
+
+    :class:`SettingsStore` (SQLite, one process) and
+    :class:`~hubbub.store_redis.RedisSettingsStore` (a cluster) implement it.
+    """
+
+    #: where the settings live (for the start banner)
+    location: str
+
+    def __init__(self) -> None:
+        self._cache: dict[str, HubSettings] = {}
+        self._signalr: tuple[UpstreamTemplate, ...] = ()
+        #: called with the hub name after a put, and after a delete that removed something
+        self.listeners: list[Callable[[str], None]] = []
+        #: called with the new templates after the SignalR upstream settings changed
+        self.signalr_listeners: list[SignalRListener] = []
+
+    def get(self, hub: str) -> HubSettings | None:
+        return self._cache.get(hub.lower())
+
+    def list(self) -> list[HubSettings]:
+        """All hubs, ordered by lower-cased name."""
+        return [self._cache[key] for key in sorted(self._cache)]
+
+    def signalr_upstream(self) -> tuple[UpstreamTemplate, ...]:
+        """The SignalR upstream templates, in order (empty: none configured)."""
+        return self._signalr
+
+    async def save(self, settings: HubSettings) -> None:
+        raise NotImplementedError
+
+    async def remove(self, hub: str) -> bool:
+        raise NotImplementedError
+
+    async def save_signalr_upstream(self, templates: tuple[UpstreamTemplate, ...]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def _notify(self, hub: str) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(hub)
+            except Exception:
+                log.exception("hub settings listener failed for hub '%s'", hub)
+
+    def _set_signalr(self, templates: tuple[UpstreamTemplate, ...]) -> None:
+        self._signalr = templates
+        for listener in list(self.signalr_listeners):
+            try:
+                listener(templates)
+            except Exception:
+                log.exception("SignalR upstream settings listener failed")
+
+
+def signalr_text(templates: tuple[UpstreamTemplate, ...]) -> str:
+    return json.dumps(templates_json(templates))
+
+
+def signalr_from_text(text: str, where: str) -> tuple[UpstreamTemplate, ...]:
+    try:
+        return parse_settings(json.loads(text))
+    except (ValueError, BadRequest) as exc:
+        log.warning("ignoring the stored SignalR upstream settings in %s: %s", where, _reason(exc))
+        return ()
+
+
+class SettingsStore(SettingsBackend):
     """Hub settings by case-insensitive hub name; see the module docstring."""
 
     def __init__(self, conn: sqlite3.Connection, location: str) -> None:
+        super().__init__()
         self._conn = conn
         #: where the settings live: the database file, or ``:memory:``
         self.location = location
-        self._cache: dict[str, HubSettings] = {}
-        #: called with the hub name after a put, and after a delete that removed something
-        self.listeners: list[Callable[[str], None]] = []
         self._load()
 
     @classmethod
@@ -123,8 +214,14 @@ class SettingsStore:
                 "CREATE TABLE IF NOT EXISTS hubs (key TEXT PRIMARY KEY, name TEXT NOT NULL, "
                 "settings TEXT NOT NULL)"
             )
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS service (key TEXT PRIMARY KEY, settings TEXT NOT NULL)"
+            )
             self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             rows = self._conn.execute("SELECT name, settings FROM hubs").fetchall()
+            signalr = self._conn.execute(
+                "SELECT settings FROM service WHERE key = ?", (SIGNALR_UPSTREAM,)
+            ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the hub settings store {self.location}: {_reason(exc)}") from None
         for name, text in rows:
@@ -134,13 +231,26 @@ class SettingsStore:
                 log.warning("ignoring the stored settings of hub '%s': %s", name, _reason(exc))
                 continue
             self._cache[name.lower()] = settings
+        if signalr is not None:
+            self._signalr = signalr_from_text(signalr[0], self.location)
 
-    def get(self, hub: str) -> HubSettings | None:
-        return self._cache.get(hub.lower())
+    def put_signalr_upstream(self, templates: tuple[UpstreamTemplate, ...]) -> None:
+        """Replace the SignalR upstream templates (an empty tuple: none)."""
+        self._write(
+            "INSERT INTO service (key, settings) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET settings = excluded.settings",
+            (SIGNALR_UPSTREAM, signalr_text(templates)),
+        )
+        self._set_signalr(tuple(templates))
 
-    def list(self) -> list[HubSettings]:
-        """All hubs, ordered by lower-cased name."""
-        return [self._cache[key] for key in sorted(self._cache)]
+    async def save(self, settings: HubSettings) -> None:
+        self.put(settings)
+
+    async def remove(self, hub: str) -> bool:
+        return self.delete(hub)
+
+    async def save_signalr_upstream(self, templates: tuple[UpstreamTemplate, ...]) -> None:
+        self.put_signalr_upstream(templates)
 
     def put(self, settings: HubSettings) -> None:
         """Create or replace the settings of ``settings.name`` (its spelling becomes the display name)."""
@@ -173,13 +283,6 @@ class SettingsStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write the hub settings store {self.location}: {_reason(exc)}") from None
 
-    def _notify(self, hub: str) -> None:
-        for listener in list(self.listeners):
-            try:
-                listener(hub)
-            except Exception:
-                log.exception("hub settings listener failed for hub '%s'", hub)
-
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
@@ -193,10 +296,30 @@ def _reason(exc: BaseException) -> str:
 
 _HUB_KEYS = ("anonymous_connect", "keepalive_seconds", "event_handlers")
 _HANDLER_KEYS = ("url_template", "user_event_pattern", "system_events", "auth_type", "auth_resource")
+_TEMPLATE_KEYS = (
+    "url_template",
+    "hub_pattern",
+    "category_pattern",
+    "event_pattern",
+    "auth_type",
+    "auth_resource",
+)
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    hubs: list[HubSettings]
+    #: None when the file has no ``[signalr]`` table (the stored templates are kept)
+    signalr_upstream: tuple[UpstreamTemplate, ...] | None = None
 
 
 def load_config_file(path: str) -> list[HubSettings]:
     """The hubs of a ``--config`` TOML file; :class:`ConfigFileError` names the file and the problem."""
+    return load_config(path).hubs
+
+
+def load_config(path: str) -> ConfigFile:
+    """Hubs and SignalR upstream templates of a ``--config`` TOML file (:class:`ConfigFileError`)."""
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
@@ -205,13 +328,38 @@ def load_config_file(path: str) -> list[HubSettings]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(f"config file {path} is not valid TOML: {exc}") from None
     try:
-        return _hubs(doc)
+        _only(doc, ("hubs", "signalr"), "the top level")
+        return ConfigFile(_hubs(doc), _signalr(doc["signalr"]) if "signalr" in doc else None)
     except (ValueError, BadRequest) as exc:
         raise ConfigFileError(f"config file {path}: {_reason(exc)}") from None
 
 
+def _signalr(table: Any) -> tuple[UpstreamTemplate, ...]:
+    if not isinstance(table, Mapping):
+        raise ValueError("'signalr' must be a table: [signalr]")
+    _only(table, ("upstream",), "[signalr]")
+    items = table.get("upstream", [])
+    if not isinstance(items, list):
+        raise ValueError("signalr.upstream must be an array of tables: [[signalr.upstream]]")
+    result = []
+    for i, item in enumerate(items):
+        where = f"[[signalr.upstream]] #{i + 1}"
+        if not isinstance(item, Mapping):
+            raise ValueError(f"{where} must be a table")
+        _only(item, _TEMPLATE_KEYS, where)
+        if "url_template" not in item:
+            raise ValueError(f"{where}: url_template is required")
+        for key, value in item.items():
+            if not isinstance(value, str):
+                raise ValueError(f"{where}: {key} must be a string")
+        try:
+            result.append(UpstreamTemplate(**{k: item[k] for k in _TEMPLATE_KEYS if k in item}))
+        except BadRequest as exc:
+            raise ValueError(f"{where}: {exc.message}") from None
+    return tuple(result)
+
+
 def _hubs(doc: Mapping[str, Any]) -> list[HubSettings]:
-    _only(doc, ("hubs",), "the top level")
     hubs = doc.get("hubs", {})
     if not isinstance(hubs, Mapping):
         raise ValueError("'hubs' must be a table: [hubs.<name>]")

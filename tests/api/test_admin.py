@@ -225,3 +225,33 @@ async def test_store_failure_is_500_without_details(client: Client, store: Setti
 async def test_other_methods_are_405(client: Client) -> None:
     async with client.post("/api/admin/hubs/chat", headers=bearer(client, "/api/admin/hubs/chat")) as r:
         assert r.status == 405
+
+
+# --- SignalR upstream templates --------------------------------------------------------------------
+
+
+async def test_signalr_upstream_show_replace_clear(client: Client, store: SettingsStore) -> None:
+    path = "/api/admin/signalr/upstream"
+    assert await call(client, "GET", path) == (200, {"templates": []})
+    emulator = {"UpstreamSettings": {"Templates": [{"UrlTemplate": "http://localhost:7071/{event}"}]}}
+    status, body = await call(client, "PUT", path, emulator)
+    assert status == 200
+    assert body == {
+        "templates": [
+            {
+                "urlTemplate": "http://localhost:7071/{event}",
+                "hubPattern": "*",
+                "categoryPattern": "*",
+                "eventPattern": "*",
+                "auth": {"type": "None"},
+            }
+        ]
+    }
+    assert [t.url_template for t in store.signalr_upstream()] == ["http://localhost:7071/{event}"]
+    assert await call(client, "GET", path) == (200, body)
+    status, error = await call(client, "PUT", path, {"templates": [{"urlTemplate": "http://x", "auth": 1}]})
+    assert (status, error["code"]) == (400, "BadRequest")
+    assert await call(client, "DELETE", path) == (204, None)
+    assert store.signalr_upstream() == ()
+    async with client.get(path) as response:
+        assert response.status == 401

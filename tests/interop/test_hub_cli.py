@@ -96,6 +96,13 @@ def test_event_handler_words() -> None:
         (["hub", "create", "--hub", "chat", "--allow-anonymous", "maybe"], "expected true or false"),
         (["hub", "update", "--hub", "chat", "--keepalive-seconds", "soon"], "invalid int value"),
         (["hub", "rename", "--hub", "chat"], "invalid choice"),
+        (["signalr", "upstream", "update"], "--template"),
+        (["signalr", "upstream", "update", "--template", "hub-pattern=*"], "url-template=... is required"),
+        (
+            ["signalr", "upstream", "update", "--template", "url-template=http://x", "url=y"],
+            "expected key=value",
+        ),
+        (["signalr", "upstream", "update", "--template", "url-template=a", "url-template=b"], "given twice"),
     ],
 )
 def test_bad_flags_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

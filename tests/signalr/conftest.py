@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from hubbub.signalr.app import SIGNALR_SERVICE_KEY, create_signalr_app
 from hubbub.signalr.config import SignalRConfig
 from hubbub.signalr.service import SignalRService
 from hubbub.signalr.tokens import client_url, mint_client_token
+from hubbub.store import SettingsBackend
 
 KEY, KEY2 = "signalr-primary-key-0123456789-0123456789", "signalr-secondary-key-0123456789-012345678"
 RS = b"\x1e"
@@ -82,9 +84,9 @@ async def start() -> AsyncIterator[Starter]:
     servers: list[TestServer] = []
     sessions: list[aiohttp.ClientSession] = []
 
-    async def run(**settings: Any) -> Env:
+    async def run(store: SettingsBackend | None = None, **settings: Any) -> Env:
         config = SignalRConfig(access_keys=(KEY, KEY2), **settings)
-        app = create_signalr_app(config)
+        app = create_signalr_app(config, store=store)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)
@@ -108,3 +110,42 @@ async def env(start: Starter) -> Env:
 @pytest.fixture
 def hub() -> str:
     return "h" + uuid.uuid4().hex[:10]
+
+
+# --- a real upstream HTTP server in process ---------------------------------------------------------
+
+Responder = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Upstream:
+    url: str
+    calls: asyncio.Queue[tuple[str, dict[str, str], bytes]] = field(default_factory=asyncio.Queue)
+    responders: dict[str, Responder] = field(default_factory=dict)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    state = Upstream("")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        event = request.headers["X-ASRS-Event"]
+        state.calls.put_nowait((request.path_qs, dict(request.headers), body))
+        responder = state.responders.get(event)
+        return await responder(request, body) if responder else web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    state.url = f"http://127.0.0.1:{server.port}"
+    yield state
+    await server.close()
+
+
+async def call(upstream: Upstream, event: str) -> tuple[str, dict[str, str], bytes]:
+    while True:
+        path, headers, body = await asyncio.wait_for(upstream.calls.get(), 5)
+        if headers["X-ASRS-Event"] == event:
+            return path, headers, body

@@ -12,10 +12,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import jwt
 import pytest
 import requests
+import websocket
 
 from hubbub.signalr.tokens import client_url, mint_client_token
 from tests.support.server import DEV_KEY, free_port
@@ -139,3 +142,123 @@ def test_busy_default_port_only_warns() -> None:
             assert out.wait_for("SignalR not started: cannot listen on 127.0.0.1:8888"), out.text
             assert out.wait_for("hub settings:"), out.text
             assert proc.poll() is None  # Web PubSub still runs
+
+
+# --- upstream settings through --config, the CLI and a secrets file (real process) -------------------
+
+
+class Recorder:
+    """A real upstream (HTTP server thread) that records ``(event, path and query, Authorization)``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+        self._changed = threading.Condition()
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with recorder._changed:
+                    recorder.calls.append(
+                        (self.headers["X-ASRS-Event"], self.path, self.headers.get("Authorization", ""))
+                    )
+                    recorder._changed.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, event: str, count: int = 1, timeout: float = 15.0) -> list[tuple[str, str, str]]:
+        with self._changed:
+            self._changed.wait_for(lambda: len([c for c in self.calls if c[0] == event]) >= count, timeout)
+            return [c for c in self.calls if c[0] == event]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def connect_signalr(port: int, hub: str) -> websocket.WebSocket:
+    token = mint_client_token(DEV_KEY, client_url("http://localhost", hub), user_id="u")
+    ws = websocket.WebSocket()
+    ws.connect(f"ws://127.0.0.1:{port}/client/?hub={hub}&access_token={token}", timeout=10)
+    ws.send('{"protocol":"json","version":1}\x1e')
+    assert ws.recv() == "{}\x1e"
+    return ws
+
+
+def test_config_file_cli_and_secrets_file_reach_the_upstream(tmp_path: Path) -> None:
+    upstream = Recorder()
+    port = free_port()
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"func-key": "value-from-file"}))
+    config = tmp_path / "hubbub.toml"
+    ref = "{@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/func-key/)}"
+    config.write_text(
+        "[[signalr.upstream]]\n"
+        f'url_template = "{upstream.url}/toml/{{hub}}/{{event}}?code={ref}"\n'
+        'hub_pattern = "chat"\n'
+        'auth_type = "ManagedIdentity"\n'
+        "[[signalr.upstream]]\n"
+        f'url_template = "{upstream.url}/fallback/{{event}}"\n'
+    )
+    cs = f"Endpoint=http://localhost;Port={port};AccessKey={DEV_KEY};Version=1.0;"
+    try:
+        with serve("--signalr-port", str(port), "--config", str(config), "--secrets-file", str(secrets)) as (
+            proc,
+            out,
+        ):
+            assert out.wait_for("(2 templates)"), out.text
+            ws = connect_signalr(port, "chat")
+            (_event, path, auth), *_ = upstream.wait_for("connected")
+            assert path == "/toml/chat/connected?code=value-from-file"
+            claims = jwt.decode(
+                auth.removeprefix("Bearer "),
+                DEV_KEY,
+                algorithms=["HS256"],
+                audience=upstream.url,
+                issuer=f"http://localhost:{port}",
+            )
+            assert claims["exp"] - claims["iat"] == 3600
+            other = connect_signalr(port, "other")
+            assert upstream.wait_for("connected", 2)[1][1] == "/fallback/connected"
+
+            cli = [sys.executable, "-m", "hubbub", "signalr", "upstream"]
+            env = {**os.environ, "AzureSignalRConnectionString": cs}
+            template = f"url-template={upstream.url}/cli/{{category}}/{{event}}"
+            done = subprocess.run(
+                [*cli, "update", "--template", template, "event-pattern=connected,disconnected"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["templates"][0]["eventPattern"] == "connected,disconnected"
+            listed = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=30)
+            assert json.loads(listed.stdout) == json.loads(done.stdout)
+            third = connect_signalr(port, "chat")
+            assert upstream.wait_for("connected", 3)[2][1] == "/cli/connections/connected"
+            bad = subprocess.run(
+                [*cli, "update", "--template", "url-template=ftp://x"],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            assert bad.returncode == 1
+            assert bad.stderr.startswith("hubbub: Invalid UrlTemplate 'ftp://x'")
+            cleared = subprocess.run([*cli, "clear"], env=env, capture_output=True, text=True, timeout=30)
+            assert cleared.returncode == 0, cleared.stderr
+            for client in (ws, other, third):
+                client.close()
+            proc.terminate()
+            assert proc.wait(timeout=10) == 0
+        assert "value-from-file" not in out.text
+    finally:
+        upstream.close()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -14,7 +12,6 @@ import jwt
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from hubbub.errors import BadRequest
 from hubbub.signalr import protocol_msgpack as pm
@@ -29,7 +26,7 @@ from hubbub.signalr.upstream_rules import (
     signature,
 )
 
-from .conftest import KEY, KEY2, Env, Starter
+from .conftest import KEY, KEY2, Env, Starter, Upstream, call
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -123,35 +120,6 @@ def test_claims_header_and_query() -> None:
 
 # --- end to end ------------------------------------------------------------------------------------
 
-Responder = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class Upstream:
-    url: str
-    calls: asyncio.Queue[tuple[str, dict[str, str], bytes]] = field(default_factory=asyncio.Queue)
-    responders: dict[str, Responder] = field(default_factory=dict)
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    state = Upstream("")
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        event = request.headers["X-ASRS-Event"]
-        state.calls.put_nowait((request.path, dict(request.headers), body))
-        responder = state.responders.get(event)
-        return await responder(request, body) if responder else web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    state.url = f"http://127.0.0.1:{server.port}"
-    yield state
-    await server.close()
-
 
 async def started(start: Starter, upstream: Upstream, **settings: Any) -> Env:
     template = UpstreamTemplate(
@@ -159,13 +127,6 @@ async def started(start: Starter, upstream: Upstream, **settings: Any) -> Env:
         event_pattern="connected,disconnected,echo,slow,status,broken,quiet",
     )
     return await start(upstream=(template,), **settings)
-
-
-async def call(upstream: Upstream, event: str) -> tuple[str, dict[str, str], bytes]:
-    while True:
-        path, headers, body = await asyncio.wait_for(upstream.calls.get(), 5)
-        if headers["X-ASRS-Event"] == event:
-            return path, headers, body
 
 
 async def record(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from hubbub.config import ServiceConfig
 from hubbub.core.dispatch import Dispatcher
 from hubbub.core.node import Node
 from hubbub.settings import StaticSettings
-from hubbub.store import SettingsStore
+from hubbub.store import SettingsBackend
 from hubbub.transport.websocket import ClientEndpoint
 from hubbub.upstream.webhook import SettingsSource, Upstream
 
@@ -51,7 +51,7 @@ def create_app(
     app.router.add_route("GET", "/client", clients.handle)
     app.router.add_route("GET", "/client/", clients.handle)
     app.router.add_route("*", "/api/health", rest.health)
-    if isinstance(store, SettingsStore):
+    if isinstance(store, SettingsBackend):
         add_admin_routes(app, config, store)
     app.router.add_route("*", "/api/hubs/{tail:.*}", rest.dispatch)
 

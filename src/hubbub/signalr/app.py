@@ -8,17 +8,22 @@ import sys
 
 from aiohttp import web
 
+from hubbub.api.admin import add_signalr_admin_routes
 from hubbub.config import ServiceConfig
 from hubbub.errors import HubbubError
+from hubbub.signalr.cluster import LostRouter
 from hubbub.signalr.config import DEFAULT_SIGNALR_PORT, SignalRConfig
 from hubbub.signalr.rest import SignalRRestApi
+from hubbub.signalr.secrets import SecretResolver
 from hubbub.signalr.service import SignalRService
 from hubbub.signalr.transports import ClientEndpoint, cors_middleware, cors_on_prepare
 from hubbub.signalr.upstream import SignalRUpstream
 from hubbub.signalr.upstream_rules import UpstreamTemplate, parse_settings
+from hubbub.store import MEMORY, SettingsBackend
 
 __all__ = [
     "SIGNALR_SERVICE_KEY",
+    "SIGNALR_UPSTREAM_KEY",
     "connection_string",
     "create_signalr_app",
     "load_upstream_settings",
@@ -26,19 +31,31 @@ __all__ = [
 ]
 
 SIGNALR_SERVICE_KEY = web.AppKey("signalr", SignalRService)
+SIGNALR_UPSTREAM_KEY = web.AppKey("signalr-upstream", SignalRUpstream)
+SECRETS_FILE = "secrets.json"
 
 
-def create_signalr_app(config: SignalRConfig, service: SignalRService | None = None) -> web.Application:
+def create_signalr_app(
+    config: SignalRConfig, service: SignalRService | None = None, store: SettingsBackend | None = None
+) -> web.Application:
+    """The SignalR app. With a ``store``, the upstream templates are the stored ones (and follow
+    their changes), and the admin API's SignalR routes are served here too; else ``config.upstream``."""
     service = service if service is not None else SignalRService(config)
-    upstream = (
-        SignalRUpstream(service, config.upstream, timeout=config.upstream_timeout_seconds)
-        if config.upstream
-        else None
+    upstream = SignalRUpstream(
+        service,
+        store.signalr_upstream() if store is not None else config.upstream,
+        timeout=config.upstream_timeout_seconds,
+        secrets=SecretResolver(config.secrets_file),
     )
+    if store is not None:
+        store.signalr_listeners.append(upstream.set_templates)
     clients = ClientEndpoint(service)
     rest = SignalRRestApi(service)
     app = web.Application(middlewares=[cors_middleware], client_max_size=config.max_rest_body_bytes)
     app[SIGNALR_SERVICE_KEY] = service
+    app[SIGNALR_UPSTREAM_KEY] = upstream
+    if store is not None:
+        add_signalr_admin_routes(app, config.access_keys, store)
     app.on_response_prepare.append(cors_on_prepare)
     for path in ("/client/negotiate", "/client/negotiate/"):
         app.router.add_route("POST", path, clients.negotiate)
@@ -52,14 +69,14 @@ def create_signalr_app(config: SignalRConfig, service: SignalRService | None = N
     app.router.add_route("*", "/api/hubs/{tail:.*}", rest.dispatch)
 
     async def start(_: web.Application) -> None:
-        if upstream is not None:
-            await upstream.start()
+        await upstream.start()
         await service.start()
 
     async def shutdown(_: web.Application) -> None:
         await service.close()
-        if upstream is not None:
-            await upstream.close()  # after the disconnected events of the shutdown
+        await upstream.close()  # after the disconnected events of the shutdown
+        if store is not None and upstream.set_templates in store.signalr_listeners:
+            store.signalr_listeners.remove(upstream.set_templates)
 
     app.on_startup.append(start)
     app.on_shutdown.append(shutdown)
@@ -87,24 +104,68 @@ def load_upstream_settings(path: str) -> tuple[UpstreamTemplate, ...]:
         raise ValueError(f"SignalR settings {path}: {exc.message}") from None
 
 
+def secrets_file(explicit: str | None, data_dir: str | None) -> str | None:
+    """``--secrets-file`` / ``HUBBUB_SECRETS_FILE``, else ``secrets.json`` in the data directory."""
+    chosen = explicit or os.environ.get("HUBBUB_SECRETS_FILE") or None
+    if chosen:
+        return chosen
+    if data_dir and data_dir != MEMORY:
+        return os.path.join(data_dir, SECRETS_FILE)
+    return None
+
+
 async def start_signalr(
-    config: ServiceConfig, port: int | None, settings_path: str | None = None
+    config: ServiceConfig,
+    port: int | None,
+    settings_path: str | None = None,
+    store: SettingsBackend | None = None,
+    secrets_path: str | None = None,
+    cluster: tuple[str, str] | None = None,
+    router: LostRouter | None = None,
 ) -> web.AppRunner | None:
     """Start SignalR on ``port`` (None: the default 8888, skipped with a warning when busy; 0: off).
 
-    ``settings_path`` (or ``HUBBUB_SIGNALR_SETTINGS``) names the upstream settings file. Prints the
-    connection string. Returns the runner to clean up, or None when not started. Raises
-    :class:`ValueError` for unusable settings and :class:`OSError` when an explicitly requested
-    port cannot be bound.
+    ``settings_path`` (or ``HUBBUB_SIGNALR_SETTINGS``) names an upstream settings file; with a
+    ``store`` its templates replace the stored ones (the file wins, as ``--config`` does), and the
+    store's templates are used from then on. Prints the connection string. Returns the runner to
+    clean up, or None when not started. Raises :class:`ValueError` for unusable settings and
+    :class:`OSError` when an explicitly requested port cannot be bound. ``cluster`` = (Redis URL,
+    this node's id): SignalR commands and presence go through Redis (:mod:`hubbub.signalr.cluster`);
+    ``router`` hands lost connections of dead nodes to the right service.
     """
     if port == 0:
         return None
     chosen = DEFAULT_SIGNALR_PORT if port is None else port
     settings_path = settings_path or os.environ.get("HUBBUB_SIGNALR_SETTINGS") or None
     upstream = load_upstream_settings(settings_path) if settings_path else ()
-    signalr = SignalRConfig(access_keys=config.access_keys, upstream=upstream)
+    if store is not None and settings_path:
+        await store.save_signalr_upstream(upstream)
+    host = "localhost" if config.host in ("127.0.0.1", "::1", "localhost") else config.host
+    signalr = SignalRConfig(
+        access_keys=config.access_keys,
+        upstream=upstream,
+        endpoint=f"http://{host}:{chosen}",
+        secrets_file=secrets_path,
+    )
+    service = None
+    if cluster is not None:
+        from hubbub.broker.redis import RedisBroker
+        from hubbub.core.node import Node
+        from hubbub.signalr.cluster import (
+            NamespacedBroker,
+            NamespacedPresence,
+            SharedUserGroups,
+            signalr_node_id,
+        )
+
+        broker = RedisBroker(cluster[0], signalr_node_id(cluster[1]))
+        node = Node(NamespacedBroker(broker), NamespacedPresence(broker.presence, router))
+        service = SignalRService(signalr, node, SharedUserGroups(broker.redis))
     runner = web.AppRunner(
-        create_signalr_app(signalr), handle_signals=False, access_log=None, shutdown_timeout=5.0
+        create_signalr_app(signalr, service, store=store),
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=5.0,
     )
     await runner.setup()
     site = web.TCPSite(runner, config.host, chosen, reuse_address=True, backlog=4096)
@@ -121,10 +182,12 @@ async def start_signalr(
             flush=True,
         )
         return None
-    host = "localhost" if config.host in ("127.0.0.1", "::1", "localhost") else config.host
     print(f"hubbub: SignalR (serverless) on http://{host}:{chosen}", flush=True)
     print(f"  connection string: {connection_string(host, chosen, config.primary_key)}", flush=True)
-    if settings_path:
-        count = len(upstream)
-        print(f"  upstream: {settings_path} ({count} template{'' if count == 1 else 's'})", flush=True)
+    count = len(store.signalr_upstream() if store is not None else upstream)
+    if settings_path or count:
+        where = settings_path or store.location if store is not None else settings_path
+        print(f"  upstream: {where} ({count} template{'' if count == 1 else 's'})", flush=True)
+    if secrets_path:
+        print(f"  secret references resolved from HUBBUB_SECRET_* and {secrets_path}", flush=True)
     return runner

@@ -35,6 +35,11 @@ class SignalRConfig:
     upstream: tuple[UpstreamTemplate, ...] = ()
     #: how long an upstream call may take (the emulator's .NET HttpClient default)
     upstream_timeout_seconds: float = 100.0
+    #: the endpoint as the connection string prints it (``http://localhost:8888``): the ``iss`` of
+    #: ManagedIdentity upstream tokens
+    endpoint: str = "http://localhost:8888"
+    #: JSON file of secrets for ``{@Microsoft.KeyVault(SecretUri=…)}`` references (see signalr.secrets)
+    secrets_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.access_keys or not all(self.access_keys):

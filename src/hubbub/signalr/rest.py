@@ -289,7 +289,7 @@ class SignalRRestApi:
     @route("GET", "groups", "*", "users", "*", order=(1, 0))
     async def user_in_group(self, call: Call) -> web.Response:
         user, group = check_user_id(call.args[0]), check_group(call.args[1])
-        exists = self.service.user_in_group(call.hub, user, group)
+        exists = await self.service.user_in_group(call.hub, user, group)
         return self._found(exists, "Info.User.NotInGroup", "The user is not in the group.")
 
     @route("PUT", "users", "*", "groups", "*")

@@ -14,11 +14,13 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from hubbub.broker.base import Command, Op, Scope
 from hubbub.broker.memory import MemoryBroker
 from hubbub.core.node import Node
 from hubbub.core.session import Session
+from hubbub.errors import HubbubError
 from hubbub.protocols.framing import OP_BINARY, OP_TEXT, frame
 from hubbub.signalr.codecs import HUB_PROTOCOLS
 from hubbub.signalr.config import SignalRConfig
@@ -47,11 +49,30 @@ def new_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+class SharedGroups(Protocol):
+    """User-group memberships shared by a cluster (:class:`~hubbub.signalr.cluster.SharedUserGroups`)."""
+
+    async def add(self, hub: str, user: str, group: str, ttl: int | None) -> None: ...
+
+    async def remove(self, hub: str, user: str, group: str) -> None: ...
+
+    async def remove_all(self, hub: str, user: str) -> None: ...
+
+    async def contains(self, hub: str, user: str, group: str) -> bool: ...
+
+    async def groups(self, hub: str, user: str) -> list[str]: ...
+
+
 class SignalRService:
-    def __init__(self, config: SignalRConfig, node: Node | None = None) -> None:
+    def __init__(
+        self, config: SignalRConfig, node: Node | None = None, shared_groups: SharedGroups | None = None
+    ) -> None:
         self.config = config
         self.node = node if node is not None else Node(MemoryBroker())
         self.user_groups = UserGroups()
+        #: a cluster's copy of the user-group memberships (None: this node's are the only ones)
+        self.shared_groups = shared_groups
+        self._joins: set[asyncio.Task[None]] = set()
         #: answers client invocations; None until an upstream is configured
         self.invocation_handler: InvocationHandler | None = None
         #: called once a connection completed its handshake / after it ended (upstream events)
@@ -73,6 +94,8 @@ class SignalRService:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="signalr-sweep")
 
     async def close(self) -> None:
+        for task in list(self._joins):
+            task.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -124,8 +147,28 @@ class SignalRService:
             self.user_groups.groups(connection.hub, connection.user_id, now) if connection.user_id else []
         )
         self.node.attach(connection.session, groups)
+        if self.shared_groups is not None and connection.user_id:
+            task = asyncio.get_running_loop().create_task(self._join_shared(connection))
+            self._joins.add(task)
+            task.add_done_callback(self._joins.discard)
         for hook in self.on_connected:
             hook(connection)
+
+    async def _join_shared(self, connection: SignalRConnection) -> None:
+        """Join the groups other nodes added the user to (after attaching: later adds arrive as commands)."""
+        assert self.shared_groups is not None and connection.user_id is not None
+        try:
+            groups = await self.shared_groups.groups(connection.hub, connection.user_id)
+        except HubbubError as exc:
+            log.warning(
+                "cannot read the groups of user %s in hub %s: %s", connection.user_id, connection.hub, exc
+            )
+            return
+        session = connection.session
+        if session is None or connection.state is not ConnectionState.ACTIVE:
+            return
+        for group in groups:
+            self.node.join_local(session, group)
 
     def finished(self, connection: SignalRConnection, error: str | None) -> None:
         """The connection ended (any way): leave the node (which fires ``disconnected``), forget it."""
@@ -143,6 +186,15 @@ class SignalRService:
     def _detached(self, session: Session, reason: str | None) -> None:
         """Node hook, also when the node itself closed the session (REST close, shutdown)."""
         connection = self._by_id.get(session.id)
+        if connection is None and session.link is None and session.closed:
+            # a connection of a cluster node that died, handed to this node: its upstream `disconnected`
+            connection = SignalRConnection(
+                self, session.hub, ClientIdentity(session.user_id, {}), connection_id=session.id, token=""
+            )
+            connection.state = ConnectionState.CLOSED
+            for hook in self.on_disconnected:
+                hook(connection, reason)
+            return
         if connection is None or connection.session is not session:
             return
         connection.state = ConnectionState.CLOSED
@@ -160,24 +212,32 @@ class SignalRService:
     # -- user groups (REST) ---------------------------------------------------------------------
 
     async def add_user_to_group(self, hub: str, user: str, group: str, ttl: int | None) -> None:
+        if self.shared_groups is not None:
+            await self.shared_groups.add(hub, user, group, ttl)
         now = asyncio.get_running_loop().time()
         self.user_groups.add(hub, user, group, None if ttl is None else now + ttl)
         await self.node.publish(Command(Op.ADD_TO_GROUPS, hub, Scope.USER, user, groups=(group,)))
 
     async def remove_user_from_group(self, hub: str, user: str, group: str) -> None:
+        if self.shared_groups is not None:
+            await self.shared_groups.remove(hub, user, group)
         self.user_groups.remove(hub, user, group)
         await self.node.publish(Command(Op.REMOVE_FROM_GROUPS, hub, Scope.USER, user, groups=(group,)))
 
     async def remove_user_from_all_groups(self, hub: str, user: str) -> None:
+        if self.shared_groups is not None:
+            await self.shared_groups.remove_all(hub, user)
         self.user_groups.remove_all(hub, user)
         await self.node.publish(Command(Op.REMOVE_FROM_ALL_GROUPS, hub, Scope.USER, user))
 
-    def user_in_group(self, hub: str, user: str, group: str) -> bool:
+    async def user_in_group(self, hub: str, user: str, group: str) -> bool:
+        """A user membership (this node's, or the cluster's), or a connection of the user in the group."""
         now = asyncio.get_running_loop().time()
         if self.user_groups.contains(hub, user, group, now):
             return True
-        local = self.node.find_hub(hub)
-        return local is not None and any(group in s.groups for s in local.user_sessions(user))
+        if self.shared_groups is not None and await self.shared_groups.contains(hub, user, group):
+            return True
+        return any(member == user for _, member in await self.node.group_members(hub, group))
 
     # -- the sweep ------------------------------------------------------------------------------
 

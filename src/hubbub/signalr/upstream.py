@@ -6,21 +6,31 @@ Order per connection, as the emulator keeps it: ``connected`` is sent before any
 connection, invocations one at a time (the connection's reader waits for each), ``disconnected``
 last. No retries. A non-2xx answer to ``connected`` is logged and the client stays (emulator
 behaviour).
+
+The templates can change at run time (:meth:`SignalRUpstream.set_templates`, called when the stored
+settings change); ``{@Microsoft.KeyVault(SecretUri=…)}`` references are resolved per call through
+:class:`~hubbub.signalr.secrets.SecretResolver` (a missing secret fails that call, with one log line
+naming the secret). Templates with ``ManagedIdentity`` auth get ``Authorization: Bearer <JWT>``
+(:func:`upstream_token`), reused until 5 minutes before it expires.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import warnings
 from collections.abc import Coroutine, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import jwt
 
 from hubbub.signalr.connection import SignalRConnection
 from hubbub.signalr.messages import Completion, Invocation
-from hubbub.signalr.service import SignalRService
-from hubbub.signalr.tokens import mint_client_token
+from hubbub.signalr.secrets import SecretError, SecretResolver
+from hubbub.signalr.service import NO_UPSTREAM, SignalRService
 from hubbub.signalr.upstream_rules import (
     CONNECTED_BODY,
     CONNECTIONS,
@@ -33,21 +43,56 @@ from hubbub.signalr.upstream_rules import (
     request_headers,
 )
 
-__all__ = ["NO_MATCH", "TOO_LARGE", "SignalRUpstream"]
+__all__ = [
+    "NO_MATCH",
+    "TOKEN_LIFETIME",
+    "TOO_LARGE",
+    "SignalRUpstream",
+    "upstream_audience",
+    "upstream_token",
+]
 
 log = logging.getLogger("hubbub.signalr.upstream")
 
 NO_MATCH = "Invocation failed, no upstream template matches this event."
 TOO_LARGE = "Invocation failed, response too large."
+#: lifetime of a ManagedIdentity upstream token; a new one is minted this long before expiry
+TOKEN_LIFETIME, TOKEN_RENEW_BEFORE = 3600, 300
+
+
+def upstream_audience(template: UpstreamTemplate, url: str) -> str:
+    """The ``aud`` of a ManagedIdentity token: the configured resource, else the URL's origin."""
+    if template.auth_resource:
+        return template.auth_resource
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port is not None else "")
+
+
+def upstream_token(key: str, issuer: str, audience: str, now: int) -> str:
+    """HS256 over the UTF-8 access key; ``iss`` = the service endpoint, ``exp`` = ``iat`` + 1 hour."""
+    claims = {"iss": issuer, "aud": audience, "iat": now, "nbf": now, "exp": now + TOKEN_LIFETIME}
+    with warnings.catch_warnings():  # short (development) keys are accepted, as everywhere else
+        warnings.simplefilter("ignore")
+        return jwt.encode(claims, key.encode("utf-8"), algorithm="HS256")
 
 
 class SignalRUpstream:
     def __init__(
-        self, service: SignalRService, templates: Sequence[UpstreamTemplate], *, timeout: float = 100.0
+        self,
+        service: SignalRService,
+        templates: Sequence[UpstreamTemplate],
+        *,
+        timeout: float = 100.0,
+        secrets: SecretResolver | None = None,
     ) -> None:
         self.service = service
         self.templates = tuple(templates)
         self.timeout = timeout
+        self.secrets = secrets if secrets is not None else SecretResolver()
+        self._tokens: dict[str, tuple[str, float]] = {}
         self._http: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: the last fire-and-forget call of each connection (``connected``), awaited before the next
@@ -55,6 +100,22 @@ class SignalRUpstream:
         service.invocation_handler = self.invoke
         service.on_connected.append(self.connected)
         service.on_disconnected.append(self.disconnected)
+
+    def set_templates(self, templates: Sequence[UpstreamTemplate]) -> None:
+        """New settings: used from the next event on; secrets are read again."""
+        self.templates = tuple(templates)
+        self.secrets.clear()
+        self._tokens.clear()
+
+    def _token(self, audience: str) -> str:
+        now = time.time()
+        cached = self._tokens.get(audience)
+        if cached is not None and cached[1] - now > TOKEN_RENEW_BEFORE:
+            return cached[0]
+        config = self.service.config
+        token = upstream_token(config.primary_key, config.endpoint, audience, int(now))
+        self._tokens[audience] = (token, int(now) + TOKEN_LIFETIME)
+        return token
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession(
@@ -107,7 +168,7 @@ class SignalRUpstream:
         template = match(self.templates, connection.hub, MESSAGES, message.target)
         if template is None:
             if blocking is not None:
-                connection.push(Completion.failed(blocking, NO_MATCH))
+                connection.push(Completion.failed(blocking, NO_MATCH if self.templates else NO_UPSTREAM))
             return
         tail = self._tails.get(connection.id)
         if tail is not None and not tail.done():
@@ -148,7 +209,14 @@ class SignalRUpstream:
     ) -> tuple[int | None, bytes | None]:
         """``(status, body)``; body None when over the size cap; status None when the call failed."""
         assert self._http is not None, "SignalRUpstream.start() was not called"
-        url = template.url(connection.hub, category, event)
+        shown = template.url(connection.hub, category, event)  # references unresolved: safe to log
+        try:
+            url = self.secrets.resolve(shown)
+        except SecretError as exc:
+            log.warning(
+                "upstream %s/%s for hub %s at %s failed: %s", category, event, connection.hub, shown, exc
+            )
+            return None, b""
         headers = request_headers(
             connection_id=connection.id,
             hub=connection.hub,
@@ -161,10 +229,7 @@ class SignalRUpstream:
             content_type=content_type,
         )
         if template.auth_type == "ManagedIdentity":
-            token = mint_client_token(
-                self.service.config.primary_key, template.auth_resource or url, minutes_to_expire=5
-            )
-            headers["Authorization"] = f"Bearer {token}"
+            headers["Authorization"] = f"Bearer {self._token(upstream_audience(template, url))}"
         try:
             async with self._http.post(url, data=body, headers=headers, allow_redirects=False) as response:
                 data = await response.content.read(MAX_RESPONSE_BYTES + 1)
@@ -173,5 +238,7 @@ class SignalRUpstream:
             why = f"no answer within {self.timeout:g}s"
         except aiohttp.ClientError as exc:
             why = f"{exc.__class__.__name__}: {exc}"
-        log.warning("upstream %s/%s for hub %s at %s failed: %s", category, event, connection.hub, url, why)
+            if url != shown:  # an error text may quote the URL: never log a secret
+                why = self.secrets.redact(why.replace(url, shown), shown)
+        log.warning("upstream %s/%s for hub %s at %s failed: %s", category, event, connection.hub, shown, why)
         return None, b""

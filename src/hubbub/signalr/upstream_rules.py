@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from hubbub.errors import BadRequest
+from hubbub.signalr.secrets import check_references
 
 __all__ = [
     "CONNECTIONS",
@@ -31,6 +32,7 @@ __all__ = [
     "parse_settings",
     "request_headers",
     "signature",
+    "templates_json",
 ]
 
 CONNECTIONS, MESSAGES = "connections", "messages"
@@ -63,6 +65,20 @@ class UpstreamTemplate:
             raise BadRequest(
                 f"Unknown upstream auth type '{self.auth_type[:50]}': use None or ManagedIdentity."
             )
+        check_references(self.url_template)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ARM shape (``properties.upstream.templates[]`` entry)."""
+        auth: dict[str, Any] = {"type": self.auth_type}
+        if self.auth_type == "ManagedIdentity":
+            auth["managedIdentity"] = {"resource": self.auth_resource}
+        return {
+            "urlTemplate": self.url_template,
+            "hubPattern": self.hub_pattern,
+            "categoryPattern": self.category_pattern,
+            "eventPattern": self.event_pattern,
+            "auth": auth,
+        }
 
     def matches(self, hub: str, category: str, event: str) -> bool:
         return (
@@ -131,6 +147,11 @@ def parse_settings(obj: Any) -> tuple[UpstreamTemplate, ...]:
     if not isinstance(templates, list):
         raise BadRequest("'Templates' must be a list.")
     return tuple(_template(t) for t in templates)
+
+
+def templates_json(templates: Sequence[UpstreamTemplate]) -> dict[str, Any]:
+    """``{"templates": [...]}``: the ARM ``properties.upstream`` object."""
+    return {"templates": [t.to_json() for t in templates]}
 
 
 # --- request -------------------------------------------------------------------------------------

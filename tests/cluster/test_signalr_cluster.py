@@ -1,0 +1,281 @@
+"""SignalR serverless over the broker (issue #7 scope 6): `pysignalr` clients on nodes 1 and 3 receive
+what the REST API of node 2 sends; membership, closes and existence queries work across nodes; a
+SignalR hub and a Web PubSub hub of the same name never mix. 3 real ``hubbub serve --redis``
+processes and a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import aiohttp
+import jwt
+import pytest
+from pysignalr.client import SignalRClient
+from pysignalr.protocol.json import JSONProtocol
+from pysignalr.protocol.messagepack import MessagepackProtocol
+
+from hubbub.hub_cli import admin_request
+from hubbub.signalr.tokens import client_url, mint_client_token
+from tests.support.cluster import RedisServer
+from tests.support.server import DEV_KEY
+
+from .conftest import Client, rest, wait_until
+from .test_settings_cluster import Node, Upstream, run_nodes, signalr_connect
+
+pytestmark = pytest.mark.timeout(120)
+
+API_VERSION = "2022-06-01"
+
+
+@pytest.fixture(scope="module")
+def nodes(redis_server: RedisServer) -> Iterator[list[Node]]:
+    with run_nodes(redis_server.url, "sig") as started:
+        yield started
+
+
+@pytest.fixture
+def hub() -> str:
+    return "chat" + uuid.uuid4().hex[:8]
+
+
+@dataclass
+class Peer:
+    """A running pysignalr client: what it received (``newMessage`` arguments) and whether it closed."""
+
+    client: SignalRClient
+    user: str
+    received: asyncio.Queue[list[Any]] = field(default_factory=asyncio.Queue)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def wait_closed(self, timeout: float = 15.0) -> None:
+        """The socket closed (``on_close``), or pysignalr stopped (it raises on a Close with an error)."""
+        assert self.task is not None
+        waiter = asyncio.ensure_future(self.closed.wait())
+        try:
+            done, _ = await asyncio.wait([waiter, self.task], timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            waiter.cancel()
+        assert done, "the client was not closed"
+
+    @property
+    def connection_id(self) -> str:
+        # pysignalr negotiates version 0, where the connection id is the transport's `id`
+        url: str = self.client._transport._url  # type: ignore[attr-defined]
+        return parse_qs(urlsplit(url).query)["id"][0]
+
+    async def next(self, timeout: float = 10.0) -> list[Any]:
+        return await asyncio.wait_for(self.received.get(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def peer(node: Node, hub: str, user: str, protocol: Any = JSONProtocol) -> AsyncIterator[Peer]:
+    token = mint_client_token(DEV_KEY, client_url("http://localhost", hub), user_id=user)
+    client = SignalRClient(
+        f"{node.signalr_endpoint}/client/?hub={hub}",
+        protocol=protocol(),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    state = Peer(client, user)
+    opened = asyncio.Event()
+
+    async def on_open() -> None:
+        opened.set()
+
+    async def on_close() -> None:
+        state.closed.set()
+
+    async def on_message(args: list[Any]) -> None:
+        state.received.put_nowait(args)
+
+    client.on_open(on_open)
+    client.on_close(on_close)
+    client.on("newMessage", on_message)
+    task = state.task = asyncio.create_task(client.run())
+    try:
+        await asyncio.wait_for(opened.wait(), 15)
+        yield state
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+class Rest:
+    """The SignalR REST API of one node (plain HTTP with a signed token: every status is the node's)."""
+
+    def __init__(self, http: aiohttp.ClientSession, node: Node, hub: str) -> None:
+        self.http, self.node, self.hub = http, node, hub
+
+    async def __call__(self, method: str, path: str, body: Any = None) -> int:
+        url = f"http://localhost:{self.node.signalr_port}/api/hubs/{quote(self.hub)}{path}"
+        token = jwt.encode({"aud": url, "exp": time.time() + 300}, DEV_KEY, algorithm="HS256")
+        async with self.http.request(
+            method,
+            url,
+            params={"api-version": API_VERSION},
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as response:
+            await response.read()
+            return response.status
+
+    async def send(self, path: str, *arguments: Any) -> None:
+        assert (
+            await self("POST", f"{path}/:send", {"target": "newMessage", "arguments": list(arguments)}) == 202
+        )
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def test_sends_from_node_2_reach_clients_on_nodes_1_and_3(
+    nodes: list[Node], hub: str, http: aiohttp.ClientSession
+) -> None:
+    first, second, third = nodes
+    api = Rest(http, second, hub)
+    async with peer(first, hub, "alice") as alice, peer(third, hub, "bob", MessagepackProtocol) as bob:
+        await api.send("", "everyone")
+        assert await alice.next() == ["everyone"]
+        assert await bob.next() == ["everyone"]
+
+        await api.send("/users/bob", "to bob")
+        await api.send("", "marker 1")
+        assert await bob.next() == ["to bob"]
+        assert await alice.next() == ["marker 1"]  # alice did not get bob's message
+        assert await bob.next() == ["marker 1"]
+
+        await api.send(f"/connections/{alice.connection_id}", "to alice")
+        assert await alice.next() == ["to alice"]
+
+        # group membership of a connection (node 1) changed through node 2
+        assert await api("PUT", f"/groups/g1/connections/{alice.connection_id}") == 200
+        assert await api("HEAD", "/groups/g1") == 200
+        assert await api("GET", "/users/alice/groups/g1") == 200
+        assert await api("GET", "/users/bob/groups/g1") == 404
+        await Rest(http, third, hub).send("/groups/g1", "to g1")
+        await api.send("", "marker 2")
+        assert await alice.next() == ["to g1"]
+        assert await bob.next() == ["marker 2"]
+        assert await alice.next() == ["marker 2"]
+
+        # a user's group (bob on node 3) added through node 2
+        assert await api("PUT", "/users/bob/groups/g2") == 200
+        await Rest(http, first, hub).send("/groups/g2", "to g2")
+        assert await bob.next() == ["to g2"]
+        assert await api("DELETE", "/users/bob/groups/g2") in (200, 204)
+        assert await api("DELETE", f"/groups/g1/connections/{alice.connection_id}") in (200, 204)
+        await api.send("/groups/g2", "nobody")
+        await api.send("/groups/g1", "nobody")
+        await api.send("", "marker 3")
+        assert await alice.next() == ["marker 3"]
+        assert await bob.next() == ["marker 3"]
+        assert await api("HEAD", "/groups/g1") == 404
+
+        # existence queries answered for the whole cluster
+        for path in (
+            f"/connections/{alice.connection_id}",
+            f"/connections/{bob.connection_id}",
+            "/users/bob",
+        ):
+            assert await api("HEAD", path) == 200, path
+            assert await api("GET", path) == 200, path
+        assert await api("HEAD", "/connections/nobody-here") == 404
+        assert await api("HEAD", "/users/carol") == 404
+
+        # close a connection on node 1 through node 2
+        alice_id = alice.connection_id
+        assert await api("DELETE", f"/connections/{alice_id}?reason=bye") in (200, 202, 204)
+        await alice.wait_closed()
+        for _ in range(100):  # the presence forgets it once node 1 has removed it
+            if await api("HEAD", f"/connections/{alice_id}") == 404:
+                break
+            await asyncio.sleep(0.05)
+        assert await api("HEAD", f"/connections/{alice_id}") == 404
+        await api.send("", "after close")
+        assert await bob.next() == ["after close"]
+
+
+async def test_signalr_and_web_pubsub_hubs_of_the_same_name_never_mix(
+    nodes: list[Node], hub: str, http: aiohttp.ClientSession
+) -> None:
+    first, second, third = nodes
+    wps = Client(third.server, hub, groups=["g"])
+    try:
+        async with peer(first, hub, "alice") as alice:
+            api = Rest(http, second, hub)
+            assert await api("PUT", f"/groups/g/connections/{alice.connection_id}") == 200
+            # Web PubSub REST sends to the same hub / group / user names
+            for path in ("/:send", "/groups/g/:send", "/users/alice/:send"):
+                r = await asyncio.to_thread(rest, second.server, "POST", hub, path, data="wps")
+                assert r.status_code == 202
+            # SignalR sends to the same names
+            await api.send("/groups/g", "sr group")
+            await api.send("", "sr all")
+            assert await alice.next() == ["sr group"]
+            assert await alice.next() == ["sr all"]  # none of the Web PubSub messages arrived
+            assert await api("HEAD", f"/connections/{wps.id}") == 404
+            r = await asyncio.to_thread(
+                rest, second.server, "HEAD", hub, f"/connections/{alice.connection_id}"
+            )
+            assert r.status_code == 404
+        wait_until(lambda: len(wps.messages()) >= 2)
+        assert wps.messages() == ["wps", "wps"]  # group + all; no user 'alice' there
+    finally:
+        wps.close()
+
+
+async def test_a_user_group_added_on_node_2_is_joined_by_a_later_connection_on_node_1(
+    nodes: list[Node], hub: str, http: aiohttp.ClientSession
+) -> None:
+    first, second, third = nodes
+    assert await Rest(http, second, hub)("PUT", "/users/carol/groups/vip") == 200  # carol is not connected
+    assert await Rest(http, third, hub)("GET", "/users/carol/groups/vip") == 200  # any node knows it
+    assert await Rest(http, third, hub)("GET", "/users/carol/groups/other") == 404
+    async with peer(first, hub, "carol") as carol:
+        api = Rest(http, third, hub)
+        for _ in range(200):  # the node reads carol's groups from Redis right after the handshake
+            if await api("HEAD", "/groups/vip") == 200:
+                break
+            await asyncio.sleep(0.05)
+        await api.send("/groups/vip", "welcome")
+        assert await carol.next() == ["welcome"]
+        assert await Rest(http, second, hub)("DELETE", "/users/carol/groups/vip") in (200, 204)
+        assert await api("GET", "/users/carol/groups/vip") == 404
+        await api.send("/groups/vip", "gone")
+        await api.send("/users/carol", "marker")
+        assert await carol.next() == ["marker"]
+
+
+def test_connections_of_a_killed_node_get_their_upstream_disconnected_once(
+    redis_server: RedisServer, nodes: list[Node]
+) -> None:
+    hub = "lost" + uuid.uuid4().hex[:8]
+    upstream = Upstream()
+    try:
+        body = {"templates": [{"urlTemplate": upstream.url + "/{event}", "hubPattern": hub}]}
+        admin_request(nodes[0].server.connection_string, "PUT", body=body, path="/api/admin/signalr/upstream")
+        with run_nodes(redis_server.url, "sigdoomed", size=1) as (doomed,):
+            ws, cid = signalr_connect(doomed, hub)
+            wait_until(lambda: upstream.paths_of(cid) == ["/connected"], timeout=15)
+            doomed.server.process.kill()  # kill -9: no goodbye, the cluster notices the missing heartbeat
+            doomed.server.process.wait()
+            wait_until(lambda: upstream.paths_of(cid) == ["/connected", "/disconnected"], timeout=30)
+            ws.close()
+        time_to_double = 2.0  # a second report would come from another survivor's reaper round
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: len(upstream.paths_of(cid)) > 2, timeout=time_to_double)
+        assert upstream.paths_of(cid) == ["/connected", "/disconnected"]  # once, by one survivor
+    finally:
+        admin_request(nodes[0].server.connection_string, "DELETE", path="/api/admin/signalr/upstream")
+        upstream.close()
