@@ -54,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
             pass
         redis_url = getattr(args, "redis", None) or os.environ.get("HUBBUB_REDIS") or None
         cluster = (redis_url, getattr(args, "node_id", None)) if redis_url else None
-        demo = getattr(args, "demo", False)
+        demo = getattr(args, "sample", None) if getattr(args, "demo", False) else None
         signalr = (getattr(args, "signalr_port", None), getattr(args, "signalr_settings", None))
         return asyncio.run(_run(config, demo=demo, store=store, cluster=cluster, signalr=signalr))
     except StoreError as exc:
@@ -88,7 +88,7 @@ def _demo_banner(config: ServiceConfig, host: str) -> None:
 
 async def _run(
     config: ServiceConfig,
-    demo: bool = False,
+    demo: str | None = None,
     store: SettingsStore | None = None,
     cluster: tuple[str, str | None] | None = None,
     signalr: tuple[int | None, str | None] = (None, None),
@@ -127,24 +127,47 @@ async def _run(
         print(f"  hub settings: {store.location} ({count} hub{'' if count == 1 else 's'})", flush=True)
     from hubbub.signalr.app import start_signalr  # SignalR serverless on --signalr-port (issue #6)
 
+    signalr_demo = None
+    if demo == "signalr":  # the chat room sample: its upstream settings exist before SignalR starts
+        from hubbub.functions.demo import prepare_signalr_demo
+        from hubbub.signalr.app import connection_string
+        from hubbub.signalr.config import DEFAULT_SIGNALR_PORT
+
+        if signalr[0] == 0:
+            print("hubbub: demo signalr needs SignalR (--signalr-port is 0)", file=sys.stderr)
+            await runner.cleanup()
+            return 2
+        port = signalr[0] or DEFAULT_SIGNALR_PORT
+        signalr_demo = await prepare_signalr_demo(connection_string(host, port, config.primary_key))
+        if signalr_demo is not None:
+            if signalr[1]:
+                print(f"  (demo signalr: {signalr[1]} replaced by the demo's upstream settings)", flush=True)
+            signalr = (port, str(signalr_demo.settings_path))
     try:
         signalr_runner = await start_signalr(config, *signalr)
     except (OSError, ValueError) as exc:
         print(f"hubbub: SignalR: {exc}", file=sys.stderr)
         await runner.cleanup()
+        if signalr_demo is not None:
+            await signalr_demo.host.close()
+            signalr_demo.discard()
         return 1
     functions = None
-    if demo:
+    if signalr_demo is not None:
+        functions = await signalr_demo.start()
+    elif demo:
         _demo_banner(config, host)
         from hubbub.functions.demo import start_demo  # the functions host on samples/serverless-chat
 
         functions = await start_demo(config.connection_string(host))
     await stop.wait()
     print("hubbub: shutting down", flush=True)
-    if functions is not None:
-        await functions.close()
     if signalr_runner is not None:
         await signalr_runner.cleanup()
+    if functions is not None:
+        await functions.close()
+    if signalr_demo is not None:
+        signalr_demo.discard()
     await runner.cleanup()
     return 0
 
@@ -205,7 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
-    demo = sub.add_parser("demo", help="run the service and print a ready-to-use client URL")
+    demo = sub.add_parser(
+        "demo",
+        help="run the service with a sample app: 'chat' (Web PubSub, default) or 'signalr'",
+        description="Run the service and a sample on the functions host (:7071): 'chat' is the Web PubSub "
+        "serverless chat (samples/serverless-chat), 'signalr' the SignalR chat room "
+        "(samples/signalr-chat) with SignalR on :8888 and its upstream pointed at the host.",
+    )
+    demo.add_argument("sample", nargs="?", choices=("chat", "signalr"), default="chat")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--log-level", default="INFO")
