@@ -143,14 +143,17 @@ class SignalRDemo:
 
 
 async def prepare_signalr_demo(
-    connection_string: str, script_root: Path = SIGNALR_SAMPLE_DIR, port: int = DEFAULT_PORT
+    connection_string: str,
+    script_root: Path = SIGNALR_SAMPLE_DIR,
+    port: int = DEFAULT_PORT,
+    keys_dir: Path | None = None,
 ) -> SignalRDemo | None:
     """Load the SignalR chat sample and write the upstream settings that point SignalR at it."""
     if not (script_root / "host.json").is_file():
         print(f"  (SignalR demo skipped: no sample app at {script_root})", flush=True)
         return None
     try:
-        host = FunctionsHost(HostOptions(script_root, port=port))
+        host = FunctionsHost(HostOptions(script_root, port=port, keys_dir=keys_dir))
         audience = host.base_url  # what the service signs as 'aud' (the upstream's Resource)
         host.options.settings.update(
             {
