@@ -3,6 +3,7 @@ requests the service sends, and upstream tokens minted exactly as the service si
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -171,6 +172,21 @@ def upstream_token(
     return jwt.encode(claims, key, algorithm="HS256")
 
 
+async def stop_pysignalr(client: Any, task: asyncio.Task[Any]) -> None:
+    """Stop a ``pysignalr`` client's ``run()`` task and close its WebSocket.
+
+    Cancelling ``run()`` leaves the connection of its ``async for … in connect()`` loop to the garbage
+    collector (an unclosed-transport warning); closing it ourselves keeps the test deterministic.
+    """
+    ws = getattr(getattr(client, "_transport", None), "_ws", None)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    ws = ws or getattr(getattr(client, "_transport", None), "_ws", None)
+    if ws is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(), 5)
+
+
 __all__ = [
     "MASTER_KEY",
     "SYSTEM_KEY",
@@ -178,6 +194,7 @@ __all__ = [
     "func_start",
     "invocation",
     "signature",
+    "stop_pysignalr",
     "upstream_headers",
     "upstream_token",
     "write_keys",

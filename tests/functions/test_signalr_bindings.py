@@ -21,7 +21,7 @@ from pysignalr.messages import CompletionMessage
 from pysignalr.protocol.json import JSONProtocol
 from pysignalr.protocol.messagepack import MessagepackProtocol
 
-from tests.functions.signalr_support import SYSTEM_KEY, FuncHost, func_start
+from tests.functions.signalr_support import SYSTEM_KEY, FuncHost, func_start, stop_pysignalr
 from tests.functions.support import write_app
 from tests.support.server import DEV_KEY, Server, free_port, run_server, wait_for_port
 
@@ -53,6 +53,14 @@ def negotiate(req: func.HttpRequest, info: str) -> func.HttpResponse:
                            idToken="{headers.x-test-id-token}", claimTypeList=["role", "aud"])
 def negotiate_claims(req: func.HttpRequest, info: str) -> func.HttpResponse:
     return func.HttpResponse(info, mimetype="application/json")
+
+
+@app.route(route="principal/negotiate", methods=["POST"])
+@app.generic_input_binding(arg_name="info", type="signalRConnectionInfo", hubName=HUB,
+                           userId="{headers.x-ms-client-principal-id}")
+def negotiate_principal(req: func.HttpRequest, info: str) -> func.HttpResponse:
+    body = {"info": json.loads(info), "principal": req.headers.get("x-ms-client-principal-id")}
+    return func.HttpResponse(json.dumps(body), mimetype="application/json")
 
 
 @app.route(route="send", methods=["POST"])
@@ -156,8 +164,7 @@ class Client:
 
     async def stop(self) -> None:
         if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+            await stop_pysignalr(self.client, self.task)
 
     async def invoke(self, method: str, *args: Any) -> CompletionMessage:
         done: asyncio.Future[CompletionMessage] = asyncio.get_running_loop().create_future()
@@ -326,3 +333,29 @@ async def test_connection_info_with_id_token_claims(stack: Stack) -> None:
     ):
         assert r.status == 200
         assert (await r.json())["negotiateVersion"] == 1
+
+
+async def test_connection_info_for_the_signed_in_user(stack: Stack) -> None:
+    """``userId: "{headers.x-ms-client-principal-id}"``: the App Service Authentication principal."""
+    base = stack.host.base_url
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # cookies for an IP
+        # not signed in: a client's own principal header is stripped, so the expression fails
+        async with http.post(
+            f"{base}/api/principal/negotiate", headers={"x-ms-client-principal-id": "forged"}
+        ) as r:
+            assert r.status == 500
+        form = {"name": "erin", "redirect": "/api/index"}
+        async with http.post(f"{base}/.auth/login/aad/callback", data=form, allow_redirects=False) as r:
+            assert r.status in (302, 303), await r.text()
+        async with http.post(f"{base}/api/principal/negotiate") as r:
+            assert r.status == 200, await r.text()
+            answer = await r.json()
+    principal = answer["principal"]
+    assert principal and principal != "forged"
+    claims = jwt.decode(
+        answer["info"]["accessToken"],
+        DEV_KEY,
+        algorithms=["HS256"],
+        audience=f"http://localhost/client/?hub={HUB}",
+    )
+    assert claims["asrs.s.uid"] == principal

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from pysignalr.messages import CompletionMessage
 
 from hubbub.functions.demo import SIGNALR_SAMPLE_DIR, prepare_signalr_demo
 from hubbub.functions.signalr import AUDIENCE_SETTING, REQUIRED_SETTING
+from tests.functions.signalr_support import stop_pysignalr
 from tests.support.server import DEV_KEY, free_port, run_server, wait_for_port
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
@@ -113,9 +113,7 @@ async def _broadcast_as(base: str, token: str) -> None:
         (message,) = await asyncio.wait_for(messages.get(), WAIT_S)
         assert message["Sender"] == "alice" and message["Text"] == "hello from python"
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await stop_pysignalr(client, task)
 
 
 def test_the_sample_imports_nothing_from_hubbub() -> None:

@@ -225,7 +225,6 @@ async def test_validation_order(
         (json.dumps({"type": 1, "target": "other", "arguments": []}).encode(), "is not the event"),
         (json.dumps({"type": 3, "invocationId": "1"}).encode(), "not an invocation"),
         (json.dumps({"type": 1, "target": "echo", "arguments": {"a": 1}}).encode(), "must be an array"),
-        (invocation("echo", "only one"), "expects 2 arguments"),  # parameterNames count
     ],
 )
 async def test_unreadable_bodies_are_500_before_the_signature(
@@ -236,6 +235,18 @@ async def test_unreadable_bodies_are_500_before_the_signature(
     status, text, _ = await post(http, host.webhook_with_key, headers, body)
     assert status == 500
     assert why in text.decode()
+
+
+async def test_parameter_names_must_match_the_arguments(http: aiohttp.ClientSession, host: FuncHost) -> None:
+    headers = upstream_headers(KEY, event="echo")
+    status, text, _ = await post(http, host.webhook_with_key, headers, invocation("echo", "only one"))
+    assert (status, text.decode()) == (
+        500,
+        "The function 'echo' expects 2 arguments (first, second) but the invocation has 1.",
+    )
+    # binding happens when the function runs: after the signature check
+    headers["X-ASRS-Signature"] = "sha256=00"
+    assert (await post(http, host.webhook_with_key, headers, invocation("echo", "only one")))[0] == 401
 
 
 async def test_the_system_key_is_required(http: aiohttp.ClientSession, host: FuncHost) -> None:

@@ -130,9 +130,6 @@ class SignalRExtension:
         hub = t.get("hubName") or t.get("hub")
         return f"signalRTrigger (hub {hub}, {t.get('category')} {t.get('event')})"
 
-    def hubs(self) -> list[str]:
-        return sorted({hub for hub, _, _ in self.triggers})
-
     # --- the webhook ----------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -144,7 +141,6 @@ class SignalRExtension:
                 log.warning("no function for SignalR %s/%s of hub '%s'", category, event, hub)
                 raise SignalRRejected(404, f"No function for {category}/{event} of hub '{hub}'.")
             upstream = parse_request(request.headers, request.headers.items(), await request.read())
-            data = self._binding_data(fn, upstream)
             endpoint = self._endpoints[fn.name]
             if endpoint.keys:  # identity-based connection strings have none: no validation, as Azure
                 check_signature(request.headers, upstream.connection_id, endpoint.keys)
@@ -154,6 +150,7 @@ class SignalRExtension:
                 required=self.token_required,
                 audience=self.audience,
             )
+            data = self._binding_data(fn, upstream)  # parameterNames bind at execution, after the checks
         except SignalRRejected as exc:
             if exc.status in (401, 500):
                 log.warning("SignalR upstream request refused (%d): %s", exc.status, exc.message)
