@@ -16,6 +16,7 @@ from hubbub import __version__
 from hubbub.api.app import create_app
 from hubbub.auth import DEV_ACCESS_KEY, client_audience, mint_client_token
 from hubbub.config import ServiceConfig
+from hubbub.functions.appconfig import DEFAULT_PORT as DEFAULT_FUNCTIONS_PORT
 from hubbub.functions.cli import add_func_parser
 from hubbub.hub_cli import add_hub_parser
 from hubbub.store import ConfigFileError, SettingsStore, StoreError, default_data_dir, load_config_file
@@ -56,7 +57,17 @@ def _serve(args: argparse.Namespace) -> int:
         cluster = (redis_url, getattr(args, "node_id", None)) if redis_url else None
         demo = getattr(args, "sample", None) if getattr(args, "demo", False) else None
         signalr = (getattr(args, "signalr_port", None), getattr(args, "signalr_settings", None))
-        return asyncio.run(_run(config, demo=demo, store=store, cluster=cluster, signalr=signalr))
+        functions_port = getattr(args, "functions_port", None)
+        return asyncio.run(
+            _run(
+                config,
+                demo=demo,
+                store=store,
+                cluster=cluster,
+                signalr=signalr,
+                functions_port=functions_port,
+            )
+        )
     except StoreError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
@@ -92,6 +103,7 @@ async def _run(
     store: SettingsStore | None = None,
     cluster: tuple[str, str | None] | None = None,
     signalr: tuple[int | None, str | None] = (None, None),
+    functions_port: int | None = None,
 ) -> int:
     broker = None
     if cluster is not None:  # --redis URL [--node-id ID]: one node of a cluster
@@ -138,7 +150,9 @@ async def _run(
             await runner.cleanup()
             return 2
         port = signalr[0] or DEFAULT_SIGNALR_PORT
-        signalr_demo = await prepare_signalr_demo(connection_string(host, port, config.primary_key))
+        signalr_demo = await prepare_signalr_demo(
+            connection_string(host, port, config.primary_key), port=functions_port or DEFAULT_FUNCTIONS_PORT
+        )
         if signalr_demo is not None:
             if signalr[1]:
                 print(f"  (demo signalr: {signalr[1]} replaced by the demo's upstream settings)", flush=True)
@@ -159,7 +173,9 @@ async def _run(
         _demo_banner(config, host)
         from hubbub.functions.demo import start_demo  # the functions host on samples/serverless-chat
 
-        functions = await start_demo(config.connection_string(host))
+        functions = await start_demo(
+            config.connection_string(host), port=functions_port or DEFAULT_FUNCTIONS_PORT
+        )
     await stop.wait()
     print("hubbub: shutting down", flush=True)
     if signalr_runner is not None:
@@ -236,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(samples/signalr-chat) with SignalR on :8888 and its upstream pointed at the host.",
     )
     demo.add_argument("sample", nargs="?", choices=("chat", "signalr"), default="chat")
+    demo.add_argument(
+        "--functions-port", type=int, help=f"the functions host's port (default {DEFAULT_FUNCTIONS_PORT})"
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--log-level", default="INFO")

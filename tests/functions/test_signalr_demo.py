@@ -11,6 +11,10 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +84,44 @@ async def test_demo_signalr_wires_the_sample(tmp_path: Path) -> None:
         await demo.host.close()
         demo.discard()
     assert not demo.settings_path.exists()
+
+
+async def test_the_demo_signalr_command(tmp_path: Path) -> None:
+    """``hubbub demo signalr`` as a process (free ports; its data dir, keys included, in ``tmp_path``)."""
+    ports = [free_port() for _ in range(3)]
+    cmd = [sys.executable, "-m", "hubbub", "demo", "signalr", "--data-dir", ":memory:"]
+    cmd += ["--port", str(ports[0]), "--signalr-port", str(ports[1]), "--functions-port", str(ports[2])]
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if "may broadcast" in line:
+                ready.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert await asyncio.to_thread(ready.wait, 30), "\n".join(lines)
+        base = f"http://localhost:{ports[2]}"
+        assert f"  open {base}/api/index in two browser windows (or one private window);" in lines
+        await _broadcast_as(base, await _login(base, "alice"))
+        assert (tmp_path / "hubbub" / "functions").is_dir()  # the keys went to the data dir
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 15)
+        reader.join(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert proc.returncode == 0, "\n".join(lines)
+    settings = next(
+        line.split("upstream: ", 1)[1].split(" (", 1)[0] for line in lines if "  upstream: " in line
+    )
+    assert settings.endswith("settings.json") and not Path(settings).exists()  # removed at exit
 
 
 async def _broadcast_as(base: str, token: str) -> None:
