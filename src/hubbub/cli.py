@@ -149,14 +149,15 @@ async def _run(
             print("hubbub: demo signalr needs SignalR (--signalr-port is 0)", file=sys.stderr)
             await runner.cleanup()
             return 2
-        port = signalr[0] or DEFAULT_SIGNALR_PORT
+        signalr_port = signalr[0] or DEFAULT_SIGNALR_PORT
         signalr_demo = await prepare_signalr_demo(
-            connection_string(host, port, config.primary_key), port=functions_port or DEFAULT_FUNCTIONS_PORT
+            connection_string(host, signalr_port, config.primary_key),
+            port=functions_port or DEFAULT_FUNCTIONS_PORT,
         )
         if signalr_demo is not None:
             if signalr[1]:
                 print(f"  (demo signalr: {signalr[1]} replaced by the demo's upstream settings)", flush=True)
-            signalr = (port, str(signalr_demo.settings_path))
+            signalr = (signalr_port, str(signalr_demo.settings_path))
     try:
         signalr_runner = await start_signalr(config, *signalr)
     except (OSError, ValueError) as exc:
