@@ -9,7 +9,12 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from hubbub.functions.appconfig import ConfigError
-from hubbub.functions.signalr_actions import SignalRActionError, parse_signalr_connection_string, to_call
+from hubbub.functions.signalr_actions import (
+    RestCall,
+    SignalRActionError,
+    parse_signalr_connection_string,
+    to_call,
+)
 from hubbub.functions.signalr_events import (
     MSGPACK_TYPE,
     UpstreamRequest,
@@ -67,21 +72,29 @@ def test_connection_strings() -> None:
 
 def test_output_items_to_rest_calls() -> None:
     message = {"target": "t", "arguments": [1]}
-    assert to_call(message).path == "/:send"
-    assert to_call({**message, "groupName": "g"}).path == "/groups/g/:send"
-    assert to_call({**message, "groupName": "g", "userId": "u/1"}).path == "/users/u%2F1/:send"
-    assert to_call({**message, "userId": "u", "connectionId": "c"}).path == "/connections/c/:send"
-    assert json.loads(to_call({"Target": "t", "Arguments": None}).body or b"") == {
+
+    def call(item: dict[str, object]) -> RestCall:
+        found = to_call(item)
+        assert found is not None
+        return found
+
+    assert call(message).path == "/:send"
+    assert call({**message, "groupName": "g"}).path == "/groups/g/:send"
+    assert call({**message, "groupName": "g", "userId": "u/1"}).path == "/users/u%2F1/:send"
+    assert call({**message, "userId": "u", "connectionId": "c"}).path == "/connections/c/:send"
+    assert json.loads(call({"Target": "t", "Arguments": None}).body or b"") == {
         "target": "t",
         "arguments": [],
     }
-    add = to_call({"action": "add", "groupName": "g", "userId": "u", "connectionId": "c"})
+    add = call({"action": "add", "groupName": "g", "userId": "u", "connectionId": "c"})
     assert (add.method, add.path, add.tolerated) == (
         "PUT",
         "/groups/g/connections/c",
         "Error.Connection.NotExisted",
     )
-    assert to_call({"action": "remove", "groupName": "g", "userId": "u"}).path == "/users/u/groups/g"
-    assert to_call({"action": "removeAll", "userId": "u"}).method == "DELETE"
+    assert call({"action": "remove", "groupName": "g", "userId": "u"}).path == "/users/u/groups/g"
+    assert call({"action": "removeAll", "userId": "u"}).method == "DELETE"
+    assert to_call({"action": "RemoveAll", "connectionId": "c", "groupName": "g"}) is None  # users only
+    assert json.loads(call({"target": "t"}).body or b"") == {"target": "t", "arguments": []}
     with pytest.raises(SignalRActionError):
         to_call({"target": "", "arguments": []})

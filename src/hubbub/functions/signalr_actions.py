@@ -4,10 +4,11 @@ extension signs (client access tokens for ``signalRConnectionInfo``, REST tokens
 
 What a function sets (``out.set(json.dumps({...}))``; a JSON string, object or array, or a
 ``dict``/``list``) is read like the extension reads it (names case-insensitive): an object with
-``target`` and ``arguments`` is a **message** — to ``connectionId``, else ``userId``, else
-``groupName``, else everyone; an object with ``action`` (``add``, ``remove``, ``removeAll``) is a
-**group action** on ``groupName`` for ``connectionId``, else ``userId``. Anything else fails the
-invocation with the extension's message. ``endpoints`` (multi-endpoint routing) is accepted and
+``target`` (``arguments`` optional) is a **message** — to ``connectionId``, else ``userId``, else
+``groupName``, else everyone; else an object with ``action`` (``add``, ``remove``, ``removeAll``) is
+a **group action** on ``groupName`` for ``connectionId``, else ``userId`` (``removeAll`` is for users:
+with a ``connectionId`` it does nothing, as in the extension). Anything else fails the invocation
+with the extension's message. ``endpoints`` (multi-endpoint routing) is accepted and
 ignored: a hubbub connection string names one service.
 
 Each item is one REST call of the 2022-06-01 API (``/api/hubs/{hub}/…?api-version=2022-06-01``,
@@ -157,7 +158,7 @@ def parse_items(value: Any) -> list[dict[str, Any]]:
         elif isinstance(item, dict):
             out.append(item)
         else:
-            raise SignalRActionError("Unable to convert JObject to valid output binding type")
+            raise SignalRActionError(UNCONVERTIBLE)
     return out
 
 
@@ -191,48 +192,60 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
-def to_call(item: Mapping[str, Any]) -> RestCall:
-    """The REST call for one output item (message or group action)."""
-    if _has(item, "target") and _has(item, "arguments"):
-        target = _get(item, "target")
-        if not isinstance(target, str) or not target:
-            raise SignalRActionError("'target' must be a non-empty string")
-        arguments = _get(item, "arguments")
-        if arguments is not None and not isinstance(arguments, list):
-            raise SignalRActionError("'arguments' must be an array")
-        body = json.dumps({"target": target, "arguments": arguments or []}, ensure_ascii=False).encode()
-        if connection := _text(item, "connectionId"):
-            return RestCall("POST", f"/connections/{_seg(connection)}/:send", body)
-        if user := _text(item, "userId"):
-            return RestCall("POST", f"/users/{_seg(user)}/:send", body)
-        if group := _text(item, "groupName"):
-            return RestCall("POST", f"/groups/{_seg(group)}/:send", body)
-        return RestCall("POST", "/:send", body)
-    if _has(item, "action"):
-        action = str(_get(item, "action") or "").lower()
-        if action not in ("add", "remove", "removeall"):
-            raise SignalRActionError(
-                f"Not supported group action '{_get(item, 'action')}' (add, remove, removeAll)"
-            )
-        group = _text(item, "groupName")
-        connection, user = _text(item, "connectionId"), _text(item, "userId")
-        if not connection and not user:
-            raise SignalRActionError("ConnectionId and UserId cannot be null or empty together")
-        if action != "removeall" and not group:
-            raise SignalRActionError("'groupName' is required to add to or remove from a group")
-        if connection:
-            if action == "removeall":
-                return RestCall("DELETE", f"/connections/{_seg(connection)}/groups")
-            path = f"/groups/{_seg(group or '')}/connections/{_seg(connection)}"
-            if action == "add":
-                return RestCall("PUT", path, tolerated="Error.Connection.NotExisted")
-            return RestCall("DELETE", path)
-        assert user is not None
-        if action == "removeall":
-            return RestCall("DELETE", f"/users/{_seg(user)}/groups")
-        path = f"/users/{_seg(user)}/groups/{_seg(group or '')}"
-        return RestCall("PUT" if action == "add" else "DELETE", path)
-    raise SignalRActionError("Unable to convert JObject to valid output binding type")
+UNCONVERTIBLE = "Unable to convert JObject to valid output binding type, check parameters."
+_GROUP_ACTIONS = ("add", "remove", "removeall")
+
+
+def _message_call(item: Mapping[str, Any]) -> RestCall | None:
+    """A message (``target`` required, ``arguments`` optional), or None if the item is not one."""
+    target, arguments = _get(item, "target"), _get(item, "arguments")
+    if not isinstance(target, str) or (arguments is not None and not isinstance(arguments, list)):
+        return None
+    if not target:
+        raise SignalRActionError("'target' must be a non-empty string")
+    body = json.dumps({"target": target, "arguments": arguments or []}, ensure_ascii=False).encode()
+    if connection := _text(item, "connectionId"):
+        return RestCall("POST", f"/connections/{_seg(connection)}/:send", body)
+    if user := _text(item, "userId"):
+        return RestCall("POST", f"/users/{_seg(user)}/:send", body)
+    if group := _text(item, "groupName"):
+        return RestCall("POST", f"/groups/{_seg(group)}/:send", body)
+    return RestCall("POST", "/:send", body)
+
+
+def to_call(item: Mapping[str, Any]) -> RestCall | None:
+    """The REST call for one output item (message or group action); None when there is nothing to do.
+
+    As in the extension, an item is first read as a message, then as a group action (``action``
+    required; an enum, case-insensitive), else it is refused. ``removeAll`` with a ``connectionId``
+    does nothing, as in the extension (only users can be removed from all groups there).
+    """
+    call = _message_call(item)
+    if call is not None:
+        return call
+    action = _get(item, "action")
+    if not isinstance(action, str) or action.lower() not in _GROUP_ACTIONS:
+        raise SignalRActionError(UNCONVERTIBLE)
+    action = action.lower()
+    group = _text(item, "groupName")
+    connection, user = _text(item, "connectionId"), _text(item, "userId")
+    if not connection and not user:
+        raise SignalRActionError("ConnectionId and UserId cannot be null or empty together")
+    if connection and action == "removeall":
+        log.info("signalR output: 'removeAll' applies to users only; ignored for connection %s", connection)
+        return None
+    if action != "removeall" and not group:
+        raise SignalRActionError("'groupName' is required to add to or remove from a group")
+    if connection:
+        path = f"/groups/{_seg(group or '')}/connections/{_seg(connection)}"
+        if action == "add":
+            return RestCall("PUT", path, tolerated="Error.Connection.NotExisted")
+        return RestCall("DELETE", path)
+    assert user is not None
+    if action == "removeall":
+        return RestCall("DELETE", f"/users/{_seg(user)}/groups")
+    path = f"/users/{_seg(user)}/groups/{_seg(group or '')}"
+    return RestCall("PUT" if action == "add" else "DELETE", path)
 
 
 class SignalRActions:
@@ -296,7 +309,8 @@ class SignalRActions:
         calls = [to_call(item) for item in items]  # every item is read before anything is sent
         endpoint, hub = self.endpoint_of(binding_get), self.hub_of(binding_get)
         for call in calls:
-            await self.call(endpoint, hub, call)
+            if call is not None:
+                await self.call(endpoint, hub, call)
 
     async def close(self) -> None:
         if self._http is not None:
