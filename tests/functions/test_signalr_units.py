@@ -26,14 +26,15 @@ from hubbub.functions.signalr_events import (
 
 def test_claims_header() -> None:
     assert parse_claims("a: 1, b: x, a: 2") == {"a": "1", "b": "x"}
-    assert parse_claims("url: http://x, bad, c: d: e, : v") == {"url": "http://x"}
-    assert parse_claims(None) == {}
+    # as .NET splits: " : v" has a (blank) type, "e: " has no value
+    assert parse_claims("url: http://x, bad, c: d: e, : v, e: ") == {"url": "http://x", "": "v"}
+    assert parse_claims(None) is None and parse_claims("") is None
 
 
 def test_client_query() -> None:
     assert parse_query("?a=1&b=&a=2&c=%20x") == {"a": "1,2", "b": "", "c": " x"}
     assert parse_query("a=1") == {"a": "1"}
-    assert parse_query("") == {}
+    assert parse_query("") is None
 
 
 def test_long_messagepack_completion_has_a_multi_byte_length() -> None:

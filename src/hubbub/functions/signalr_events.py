@@ -74,8 +74,8 @@ class UpstreamRequest:
     #: the ``error`` of a disconnected event
     error: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    query: dict[str, str] = field(default_factory=dict)
-    claims: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] | None = None
+    claims: dict[str, str] | None = None
 
     @property
     def blocking(self) -> bool:
@@ -107,27 +107,52 @@ def dispatch_key(headers: Mapping[str, str]) -> tuple[str, str, str]:
     return values[0], values[1], values[2]
 
 
-def parse_claims(header: str | None) -> dict[str, str]:
-    """``X-ASRS-User-Claims``: ``type: value`` entries joined by ``,``; first value per type wins."""
+def parse_claims(header: str | None) -> dict[str, str] | None:
+    """``X-ASRS-User-Claims``: ``type: value`` entries joined by ``,`` (empty pieces dropped, entries
+    not of two parts ignored, both trimmed); the first value per type wins. None when absent."""
+    if not header:
+        return None
     out: dict[str, str] = {}
-    for entry in (header or "").split(","):
-        parts = entry.split(": ")
-        if len(parts) == 2 and parts[0].strip():
+    for entry in header.split(","):
+        parts = [p for p in entry.split(": ") if p]
+        if len(parts) == 2:
             out.setdefault(parts[0].strip(), parts[1].strip())
     return out
 
 
-def parse_query(header: str | None) -> dict[str, str]:
-    """``X-ASRS-Client-Query`` (leading ``?`` allowed); repeated keys joined with ``,``."""
+def parse_query(header: str | None) -> dict[str, str] | None:
+    """``X-ASRS-Client-Query`` (leading ``?`` allowed); repeated keys joined with ``,``. None when absent."""
+    if not header:
+        return None
     out: dict[str, str] = {}
-    for key, value in parse_qsl((header or "").removeprefix("?"), keep_blank_values=True):
+    for key, value in parse_qsl(header.removeprefix("?"), keep_blank_values=True):
         out[key] = f"{out[key]},{value}" if key in out else value
     return out
+
+
+#: content headers: .NET keeps them on the request's content, not in the headers the context gets
+_CONTENT_HEADERS = frozenset(
+    {
+        "allow",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-location",
+        "content-md5",
+        "content-range",
+        "content-type",
+        "expires",
+        "last-modified",
+    }
+)
 
 
 def _header_map(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in items:
+        if name.lower() in _CONTENT_HEADERS:
+            continue
         found = next((k for k in out if k.lower() == name.lower()), None)
         if found is None:
             out[name] = value
@@ -233,8 +258,9 @@ def _expected(key: str, connection_id: str) -> str:
 
 
 def check_signature(headers: Mapping[str, str], connection_id: str, keys: Sequence[str]) -> None:
-    """Step 6: one of the comma-separated entries (untrimmed) matches one key's signature; else 401."""
-    given = [entry.lower() for entry in (headers.get("X-ASRS-Signature") or "").split(",")]
+    """Step 6: one of the comma-separated entries (trimmed, as the current extension does) matches
+    one key's signature, case-insensitively; else 401."""
+    given = [entry.strip().lower() for entry in (headers.get("X-ASRS-Signature") or "").split(",")]
     for key in keys:
         if _expected(key, connection_id).lower() in given:
             return
