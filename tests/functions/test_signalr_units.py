@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+import jwt
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from hubbub.functions.appconfig import ConfigError
+from hubbub.functions.signalr import SignalRExtension
 from hubbub.functions.signalr_actions import (
     RestCall,
     SignalRActionError,
@@ -99,3 +101,13 @@ def test_output_items_to_rest_calls() -> None:
     assert json.loads(call({"target": "t"}).body or b"") == {"target": "t", "arguments": []}
     with pytest.raises(SignalRActionError):
         to_call({"target": "", "arguments": []})
+
+
+def test_id_token_claims_need_a_claim_type_list() -> None:
+    token = jwt.encode({"role": "r", "nameid": "n"}, "an id token key, 32 bytes or more", algorithm="HS256")
+    read = SignalRExtension._id_token_claims
+    assert read(token, None) == {} and read(token, []) == {}
+    assert read(f"Bearer {token}", ["role"]) == {"role": "r"}
+    assert read("not a jwt", None) == {}  # not even read without a list
+    with pytest.raises(ValueError, match="idToken is not a JWT"):
+        read("not a jwt", ["role"])

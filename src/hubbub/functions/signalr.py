@@ -216,21 +216,20 @@ class SignalRExtension:
     def _id_token_claims(token: str, wanted: Any) -> dict[str, Any]:
         """The claims of ``idToken`` (a JWT, ``Bearer`` prefix allowed) listed in ``claimTypeList``.
 
-        Like the extension, the token is read, not verified: the function checks it if it must.
+        Like the extension, nothing is copied without a non-empty list, and the token is read, not
+        verified: the function checks it if it must.
         """
+        if not isinstance(wanted, list) or not wanted:
+            return {}
         text = token.strip()
         if text[:7].lower() == "bearer ":
             text = text[7:].strip()
-        if not text:
-            return {}
         try:
             claims: dict[str, Any] = jwt.decode(text, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise ValueError(f"idToken is not a JWT: {exc}") from None
-        if isinstance(wanted, list) and wanted:
-            listed = {str(w) for w in wanted}
-            claims = {k: v for k, v in claims.items() if k in listed}
-        return claims
+        listed = {str(w) for w in wanted}
+        return {k: v for k, v in claims.items() if k in listed}
 
     async def output(self, binding: Binding, value: Any, inv: Invocation) -> None:
         """``signalR`` output: send the messages and group actions."""
