@@ -170,7 +170,7 @@ async def _run(
     functions = None
     if signalr_demo is not None:
         functions = await signalr_demo.start()
-    elif demo:
+    elif demo == "chat":
         _demo_banner(config, host)
         from hubbub.functions.demo import start_demo  # the functions host on samples/serverless-chat
 
