@@ -113,6 +113,34 @@ V1_FUNCTION = {
         {"type": "signalR", "name": "out", "hubName": "chat", "direction": "out"},
     ],
 }
+V1_NEGOTIATE = {
+    "scriptFile": "__init__.py",
+    "bindings": [
+        {
+            "authLevel": "function",
+            "type": "httpTrigger",
+            "direction": "in",
+            "name": "req",
+            "methods": ["post"],
+        },
+        {"type": "http", "direction": "out", "name": "$return"},
+        {
+            "type": "signalRConnectionInfo",
+            "name": "connectionInfo",
+            "hubName": "serverless",
+            "connectionStringSetting": "AzureSignalRConnectionString",
+            "userId": "{query.userid}",
+            "direction": "in",
+        },
+    ],
+}
+V1_NEGOTIATE_CODE = """
+import azure.functions as func
+
+
+def main(req: func.HttpRequest, connectionInfo) -> func.HttpResponse:
+    return func.HttpResponse(connectionInfo)
+"""
 V1_CODE = """
 import json
 
@@ -461,7 +489,12 @@ async def test_upstream_token_required_with_audience(
 async def test_v1_function_json(http: aiohttp.ClientSession, tmp_path: Path) -> None:
     root = write_app(
         tmp_path / "v1app",
-        {"Sum/function.json": V1_FUNCTION, "Sum/__init__.py": V1_CODE},
+        {
+            "Sum/function.json": V1_FUNCTION,
+            "Sum/__init__.py": V1_CODE,
+            "negotiate/function.json": V1_NEGOTIATE,
+            "negotiate/__init__.py": V1_NEGOTIATE_CODE,
+        },
         host_json=HOST_JSON,
     )
     env = {"AzureSignalRConnectionString": CONNECTION}
@@ -472,3 +505,13 @@ async def test_v1_function_json(http: aiohttp.ClientSession, tmp_path: Path) -> 
         assert status == 200, v1.log()
         assert completion_of(body)["result"] == 5
         assert "Sum: signalRTrigger (hub chat, messages sum)" in v1.log()
+        # the QuickStartServerless shape: httpTrigger + signalRConnectionInfo (v1 names), $return
+        url = f"{v1.base_url}/api/negotiate?userid=dave"
+        async with http.post(url, headers={"x-functions-key": MASTER_KEY}) as r:
+            assert r.status == 200, v1.log()
+            info = await r.json(content_type=None)
+        assert info["url"] == "http://localhost:8888/client/?hub=serverless"
+        claims = jwt.decode(
+            info["accessToken"], KEY, algorithms=["HS256"], audience="http://localhost/client/?hub=serverless"
+        )
+        assert claims["asrs.s.uid"] == "dave"
