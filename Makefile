@@ -26,8 +26,8 @@ demo: setup
 	$(PY) -m hubbub demo
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench samples/serverless-chat samples/notifications
-	$(VENV)/bin/ruff format --check src tests bench samples/serverless-chat samples/notifications
+	$(VENV)/bin/ruff check src tests bench samples/serverless-chat samples/notifications samples/signalr-chat
+	$(VENV)/bin/ruff format --check src tests bench samples/serverless-chat samples/notifications samples/signalr-chat
 	$(VENV)/bin/mypy
 
 unit: setup redis-deps

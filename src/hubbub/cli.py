@@ -17,6 +17,7 @@ from hubbub import __version__
 from hubbub.api.app import create_app
 from hubbub.auth import DEV_ACCESS_KEY, client_audience, mint_client_token
 from hubbub.config import ServiceConfig
+from hubbub.functions.appconfig import DEFAULT_PORT as DEFAULT_FUNCTIONS_PORT
 from hubbub.functions.cli import add_func_parser
 from hubbub.hub_cli import add_hub_parser, add_signalr_parser
 from hubbub.store import (
@@ -68,7 +69,7 @@ def _serve(args: argparse.Namespace) -> int:
         except ImportError:  # pragma: no cover - uvloop is optional
             pass
         cluster = (redis_url, getattr(args, "node_id", None)) if redis_url else None
-        demo = getattr(args, "demo", False)
+        demo = getattr(args, "sample", None) if getattr(args, "demo", False) else None
         from hubbub.signalr.app import secrets_file
 
         signalr = (
@@ -77,7 +78,15 @@ def _serve(args: argparse.Namespace) -> int:
             secrets_file(getattr(args, "secrets_file", None), data_dir),
         )
         return asyncio.run(
-            _run(config, demo=demo, store=store, cluster=cluster, signalr=signalr, config_file=file)
+            _run(
+                config,
+                demo=demo,
+                store=store,
+                cluster=cluster,
+                signalr=signalr,
+                config_file=file,
+                functions_port=getattr(args, "functions_port", None),
+            )
         )
     except StoreError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
@@ -125,11 +134,12 @@ def _demo_banner(config: ServiceConfig, host: str) -> None:
 
 async def _run(
     config: ServiceConfig,
-    demo: bool = False,
+    demo: str | None = None,
     store: SettingsBackend | None = None,
     cluster: tuple[str, str | None] | None = None,
     signalr: tuple[int | None, str | None, str | None] = (None, None, None),
     config_file: ConfigFile | None = None,
+    functions_port: int | None = None,
 ) -> int:
     broker = None
     if cluster is not None:  # --redis URL [--node-id ID]: one node of a cluster
@@ -147,21 +157,22 @@ async def _run(
         try:
             if config_file is not None:
                 await _apply_config_file_async(redis_store, config_file)
-            return await _run_node(config, demo, redis_store, broker, signalr)
+            return await _run_node(config, demo, redis_store, broker, signalr, functions_port)
         except StoreError as exc:
             print(f"hubbub: {exc}", file=sys.stderr)
             return 2
         finally:
             await redis_store.aclose()
-    return await _run_node(config, demo, store, broker, signalr)
+    return await _run_node(config, demo, store, broker, signalr, functions_port)
 
 
 async def _run_node(
     config: ServiceConfig,
-    demo: bool,
+    demo: str | None,
     store: SettingsBackend | None,
     broker: RedisBroker | None,
     signalr: tuple[int | None, str | None, str | None],
+    functions_port: int | None = None,
 ) -> int:
     from hubbub.signalr.cluster import LostRouter, WebPubSubPresence
 
@@ -191,6 +202,25 @@ async def _run_node(
         print(f"  hub settings: {store.location} ({count} hub{'' if count == 1 else 's'})", flush=True)
     from hubbub.signalr.app import start_signalr  # SignalR serverless on --signalr-port (issue #6)
 
+    signalr_demo = None
+    if demo == "signalr":  # the chat room sample: its upstream settings exist before SignalR starts
+        from hubbub.functions.demo import prepare_signalr_demo
+        from hubbub.signalr.app import connection_string
+        from hubbub.signalr.config import DEFAULT_SIGNALR_PORT
+
+        if signalr[0] == 0:
+            print("hubbub: demo signalr needs SignalR (--signalr-port is 0)", file=sys.stderr)
+            await runner.cleanup()
+            return 2
+        signalr_port = signalr[0] or DEFAULT_SIGNALR_PORT
+        signalr_demo = await prepare_signalr_demo(
+            connection_string(host, signalr_port, config.primary_key),
+            port=functions_port or DEFAULT_FUNCTIONS_PORT,
+        )
+        if signalr_demo is not None:
+            if signalr[1]:
+                print(f"  (demo signalr: {signalr[1]} replaced by the demo's upstream settings)", flush=True)
+            signalr = (signalr_port, str(signalr_demo.settings_path), signalr[2])
     try:
         port, settings_path, secrets_path = signalr
         sr_cluster = (broker.url, broker.node_id) if broker is not None else None
@@ -200,19 +230,28 @@ async def _run_node(
     except (OSError, ValueError) as exc:
         print(f"hubbub: SignalR: {exc}", file=sys.stderr)
         await runner.cleanup()
+        if signalr_demo is not None:
+            await signalr_demo.host.close()
+            signalr_demo.discard()
         return 1
     functions = None
-    if demo:
+    if signalr_demo is not None:
+        functions = await signalr_demo.start()
+    elif demo == "chat":
         _demo_banner(config, host)
         from hubbub.functions.demo import start_demo  # the functions host on samples/serverless-chat
 
-        functions = await start_demo(config.connection_string(host))
+        functions = await start_demo(
+            config.connection_string(host), port=functions_port or DEFAULT_FUNCTIONS_PORT
+        )
     await stop.wait()
     print("hubbub: shutting down", flush=True)
-    if functions is not None:
-        await functions.close()
     if signalr_runner is not None:
         await signalr_runner.cleanup()
+    if functions is not None:
+        await functions.close()
+    if signalr_demo is not None:
+        signalr_demo.discard()
     await runner.cleanup()
     return 0
 
@@ -281,7 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
-    demo = sub.add_parser("demo", help="run the service and print a ready-to-use client URL")
+    demo = sub.add_parser(
+        "demo",
+        help="run the service with a sample app: 'chat' (Web PubSub, default) or 'signalr'",
+        description="Run the service and a sample on the functions host (:7071): 'chat' is the Web PubSub "
+        "serverless chat (samples/serverless-chat), 'signalr' the SignalR chat room "
+        "(samples/signalr-chat) with SignalR on :8888 and its upstream pointed at the host.",
+    )
+    demo.add_argument("sample", nargs="?", choices=("chat", "signalr"), default="chat")
+    demo.add_argument(
+        "--functions-port", type=int, help=f"the functions host's port (default {DEFAULT_FUNCTIONS_PORT})"
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--log-level", default="INFO")

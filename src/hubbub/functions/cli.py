@@ -39,7 +39,7 @@ def add_func_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "start",
         help="serve the function app in --script-root (default: the current folder)",
         description="Serve an Azure Functions Python app (v2 function_app.py or v1 function.json folders) "
-        "with HTTP triggers and Web PubSub bindings.",
+        "with HTTP triggers, timers, and the Web PubSub and SignalR bindings.",
     )
     start.add_argument("--script-root", metavar="DIR", help="the function app folder (default: .)")
     start.add_argument(

@@ -4,7 +4,8 @@ It sits beside the service and reaches it only through public contracts (webhook
 so the same host runs an app against hubbub or against Azure Web PubSub.
 
 URL space (as on Azure): ``/<routePrefix>/<route>`` HTTP functions, ``/runtime/webhooks/webpubsub``
-the Web PubSub extension (system key ``webpubsub_extension`` or the master key, as ``?code=`` or
+the Web PubSub extension and ``/runtime/webhooks/signalr`` the SignalR extension (system key
+``webpubsub_extension`` / ``signalr_extension`` or the master key, as ``?code=`` or
 ``x-functions-key``), ``/.auth/...`` sign-in, ``/admin/host/status`` (master key), ``/`` a page
 listing the HTTP functions.
 """
@@ -31,6 +32,7 @@ from hubbub.functions.invoke import Invoker
 from hubbub.functions.keys import KeyStore, default_keys_dir
 from hubbub.functions.loader import LoadedApp, load_app
 from hubbub.functions.oidc import load_providers
+from hubbub.functions.signalr import SignalRExtension
 from hubbub.functions.timers import Timers
 from hubbub.functions.webpubsub import WebPubSubExtension
 
@@ -76,6 +78,7 @@ class FunctionsHost:
         self.invoker = Invoker({}, {})
         self.http: HttpFunctions | None = None
         self.webpubsub: WebPubSubExtension | None = None
+        self.signalr: SignalRExtension | None = None
         self.timers: Timers | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -92,6 +95,11 @@ class FunctionsHost:
             f"{self.base_url}/runtime/webhooks/webpubsub?code={self.keys.system_key('webpubsub_extension')}"
         )
 
+    @property
+    def signalr_webhook(self) -> str:
+        """The upstream URL to configure on the SignalR service (with the system key)."""
+        return f"{self.base_url}/runtime/webhooks/signalr?code={self.keys.system_key('signalr_extension')}"
+
     def load(self) -> LoadedApp:
         """Export the app settings and import the app (blocking: user code runs at import)."""
         self._stack.enter_context(exported_settings(self.config.values, self.options.settings))
@@ -102,13 +110,18 @@ class FunctionsHost:
             webpubsubconnection=self.webpubsub.connection_input,
             webpubsubcontext=self.webpubsub.context_input,
         )
-        self.invoker.outputs.update(http=check_http_output, webpubsub=self.webpubsub.output)
+        self.signalr = SignalRExtension(self.app.functions, self.invoker)
+        self.invoker.inputs.update(signalrconnectioninfo=self.signalr.connection_info_input)
+        self.invoker.outputs.update(
+            http=check_http_output, webpubsub=self.webpubsub.output, signalr=self.signalr.output
+        )
         self.http = HttpFunctions(
             self.app.functions, self.config.route_prefix, self.invoker, self.keys, self.options.enforce_keys
         )
         for route in self.http.routes:
             self.keys.keys_of(route.function.name)
         self.keys.system_key("webpubsub_extension")
+        self.keys.system_key("signalr_extension")
         self.timers = Timers(self.app.functions, self.invoker)
         return self.app
 
@@ -117,6 +130,7 @@ class FunctionsHost:
         found = list(self.app.errors) if self.app else []
         found += self.http.errors if self.http else []
         found += self.webpubsub.errors if self.webpubsub else []
+        found += self.signalr.errors if self.signalr else []
         found += self.timers.errors if self.timers else []
         return found
 
@@ -153,6 +167,8 @@ class FunctionsHost:
             self._runner = None
         if self.webpubsub is not None:
             await self.webpubsub.close()
+        if self.signalr is not None:
+            await self.signalr.close()
         await self.easyauth.close()
         self._stack.close()
 
@@ -173,11 +189,12 @@ class FunctionsHost:
         return web.Response(status=404)
 
     async def _webhook(self, request: web.Request, extension: str) -> web.StreamResponse:
-        if extension != "webpubsub" or self.webpubsub is None:
+        handler = {"webpubsub": self.webpubsub, "signalr": self.signalr}.get(extension)
+        if handler is None:
             return web.Response(status=404)
         if self.options.enforce_keys and not self.keys.allows_extension(extension, given_key(request)):
             return web.Response(status=401)
-        return await self.webpubsub.handle(request)
+        return await handler.handle(request)
 
     def _admin(self, request: web.Request, rest: list[str]) -> web.StreamResponse:
         if self.options.enforce_keys and not self.keys.allows("admin", given_key(request)):
@@ -266,6 +283,8 @@ class FunctionsHost:
         for fn in self.app.functions:
             if fn.name not in shown and fn.trigger.type == "webpubsubtrigger":
                 lines.append(f"    {fn.name}: {self.webpubsub.describe(fn)}")
+            elif fn.name not in shown and fn.trigger.type == "signalrtrigger" and self.signalr is not None:
+                lines.append(f"    {fn.name}: {self.signalr.describe(fn)}")
             elif fn.name not in shown and self.timers is not None and fn.name in self.timers.schedules:
                 lines.append(f"    {fn.name}: {self.timers.describe(fn)}")
         for name, why in self.errors:
@@ -278,6 +297,8 @@ class FunctionsHost:
         if not self.options.enforce_keys:
             lines.append("    (key checks are off: --no-auth)")
         lines.append(f"Web PubSub event handler URL: {self.webpubsub_webhook}")
+        if self.signalr is not None and self.signalr.triggers:
+            lines.append(f"SignalR upstream URL: {self.signalr_webhook}")
         return lines
 
 

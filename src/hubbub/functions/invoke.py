@@ -34,7 +34,7 @@ __all__ = ["FunctionFailed", "InputResolver", "Invocation", "Invoker", "OutputSi
 log = logging.getLogger("hubbub.functions")
 
 #: trigger types whose function may return a value without a ``$return`` binding
-RETURNING_TRIGGERS = frozenset({"webpubsubtrigger"})
+RETURNING_TRIGGERS = frozenset({"webpubsubtrigger", "signalrtrigger"})
 
 
 class FunctionFailed(Exception):

@@ -48,9 +48,9 @@ DEFAULT_SCRIPT_FILE = "function_app.py"
 RETURN = "$return"
 
 #: binding types the host knows (lower case); others are load errors with a clear message
-TRIGGER_TYPES = frozenset({"httptrigger", "webpubsubtrigger", "timertrigger"})
-INPUT_TYPES = frozenset({"webpubsubconnection", "webpubsubcontext"})
-OUTPUT_TYPES = frozenset({"http", "webpubsub"})
+TRIGGER_TYPES = frozenset({"httptrigger", "webpubsubtrigger", "signalrtrigger", "timertrigger"})
+INPUT_TYPES = frozenset({"webpubsubconnection", "webpubsubcontext", "signalrconnectioninfo"})
+OUTPUT_TYPES = frozenset({"http", "webpubsub", "signalr"})
 
 
 class LoadError(Exception):
