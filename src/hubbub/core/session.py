@@ -119,17 +119,23 @@ class Session:
             payload, is_text = encoded
             self.write_frame(frame(payload, OP_TEXT if is_text else OP_BINARY))
 
-    def write_sequenced(self, body: bytes) -> None:
+    def write_sequenced(self, body: bytes, frames: dict[int, bytes] | None = None) -> None:
         """Reliable connections: stamp a shared message body, keep it for replay, write it.
 
-        While the connection is down (``link`` is None) the frame is only kept.
+        While the connection is down (``link`` is None) the frame is only kept. ``frames``
+        (sequence id -> stamped frame of this ``body``) lets a fan-out share one frame among the
+        connections that are at the same sequence id.
         """
         state = self.reliable
         assert state is not None
         if self.closed:
             return
         sequence_id = state.stamp()
-        data = self.codec.stamp_frame(body, sequence_id)
+        data = frames.get(sequence_id) if frames is not None else None
+        if data is None:
+            data = self.codec.stamp_frame(body, sequence_id)
+            if frames is not None:
+                frames[sequence_id] = data
         if not state.record(sequence_id, data):
             log.warning(
                 "closing %s/%s: reliable buffer full (%d messages, %d bytes unacknowledged)",
