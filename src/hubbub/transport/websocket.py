@@ -28,30 +28,82 @@ from hubbub.upstream.cloudevents import UpstreamError
 from hubbub.upstream.webhook import Upstream
 from hubbub.validation import check_hub
 
-__all__ = ["ClientEndpoint"]
+__all__ = ["AiohttpLink", "ClientEndpoint", "Coalescer"]
 
 log = logging.getLogger("hubbub.websocket")
+
+
+class Coalescer:
+    """Per event loop: merges the frames one connection is given within one loop iteration.
+
+    A connection's first frame of an iteration goes straight to the transport (one ``send``, no
+    added latency: the common case of one broadcast per iteration costs nothing more). Further
+    frames in the same iteration (several broadcasts handled together: concurrent REST calls, a
+    batch of broker commands) are held and handed over in one ``writelines`` (one ``writev``) by a
+    callback at the end of the iteration. The transport's own buffer stays the bounded queue.
+    """
+
+    __slots__ = ("generation", "held", "loop", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.generation = 0
+        self.held: list[AiohttpLink] = []
+        self.scheduled = False
+
+    def schedule(self) -> None:
+        self.scheduled = True
+        self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        self.generation += 1
+        held, self.held = self.held, []
+        for link in held:
+            link.flush()
 
 
 class AiohttpLink:
     """:class:`~hubbub.core.session.Link` over an upgraded aiohttp connection."""
 
-    __slots__ = ("_closing", "_transport", "_ws")
+    __slots__ = ("_closing", "_coalescer", "_generation", "_held", "_transport", "_ws")
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.WriteTransport) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: asyncio.WriteTransport, coalescer: Coalescer
+    ) -> None:
         self._ws = ws
         self._transport = transport
+        self._coalescer = coalescer
+        self._generation = -1
+        self._held: list[bytes] | None = None
         self._closing: asyncio.Task[bool] | None = None
 
     def write(self, data: bytes) -> None:
-        if not self._transport.is_closing():
-            self._transport.write(data)
+        coalescer = self._coalescer
+        if self._generation != coalescer.generation:  # first frame of this iteration
+            self._generation = coalescer.generation
+            if not coalescer.scheduled:
+                coalescer.schedule()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+        elif self._held is None:
+            self._held = [data]
+            coalescer.held.append(self)
+        else:
+            self._held.append(data)
+
+    def flush(self) -> None:
+        """Hand the held frames to the transport (one ``writev``); frames never follow a close."""
+        held, self._held = self._held, None
+        if held and self._closing is None and not self._ws.closed and not self._transport.is_closing():
+            self._transport.writelines(held)
 
     def buffered(self) -> int:
         return self._transport.get_write_buffer_size()
 
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
+            self.flush()
             message = reason.encode("utf-8")[:120]
             self._closing = asyncio.ensure_future(self._ws.close(code=code, message=message))
 
@@ -89,6 +141,7 @@ class ClientEndpoint:
         self.node = node
         self.dispatcher = dispatcher
         self.upstream = upstream
+        self._coalescer: Coalescer | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         hub = request.match_info.get("hub") or request.query.get("hub", "")
@@ -195,7 +248,9 @@ class ClientEndpoint:
         await ws.prepare(request)
         transport = request.transport
         assert transport is not None
-        return ws, AiohttpLink(ws, cast(asyncio.WriteTransport, transport))
+        if self._coalescer is None:
+            self._coalescer = Coalescer(asyncio.get_running_loop())
+        return ws, AiohttpLink(ws, cast(asyncio.WriteTransport, transport), self._coalescer)
 
     def _keepalive(self, request: web.Request) -> float:
         """The hub's ``webSocketKeepAliveIntervalInSeconds``, else the service default."""
