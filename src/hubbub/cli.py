@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -19,6 +20,9 @@ from hubbub.config import ServiceConfig
 from hubbub.functions.cli import add_func_parser
 from hubbub.hub_cli import add_hub_parser
 from hubbub.store import ConfigFileError, SettingsStore, StoreError, default_data_dir, load_config_file
+
+if TYPE_CHECKING:
+    from hubbub.workers import Worker
 
 __all__ = ["main"]
 
@@ -37,6 +41,16 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
+    workers = getattr(args, "workers", 1)
+    if workers != 1:
+        from hubbub.workers import serve_workers
+
+        return serve_workers(args, workers, lambda worker: _serve_one(args, config, worker))
+    return _serve_one(args, config)
+
+
+def _serve_one(args: argparse.Namespace, config: ServiceConfig, worker: Worker | None = None) -> int:
+    """One serving process: the only one, or worker ``worker`` of ``--workers N``."""
     try:
         hubs = load_config_file(args.config) if args.config else []
         store = SettingsStore.open(args.data_dir or default_data_dir())
@@ -56,7 +70,20 @@ def _serve(args: argparse.Namespace) -> int:
         cluster = (redis_url, getattr(args, "node_id", None)) if redis_url else None
         demo = getattr(args, "demo", False)
         signalr = (getattr(args, "signalr_port", None), getattr(args, "signalr_settings", None))
-        return asyncio.run(_run(config, demo=demo, store=store, cluster=cluster, signalr=signalr))
+        if worker is not None:  # the workers share the port and the broker; SignalR runs in the first
+            cluster = (worker.redis_url, worker.node_id)
+            if worker.index > 0:
+                signalr = (0, None)
+        return asyncio.run(
+            _run(
+                config,
+                demo=demo,
+                store=store,
+                cluster=cluster,
+                signalr=signalr,
+                reuse_port=worker is not None,
+            )
+        )
     except StoreError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
@@ -92,6 +119,7 @@ async def _run(
     store: SettingsStore | None = None,
     cluster: tuple[str, str | None] | None = None,
     signalr: tuple[int | None, str | None] = (None, None),
+    reuse_port: bool = False,
 ) -> int:
     broker = None
     if cluster is not None:  # --redis URL [--node-id ID]: one node of a cluster
@@ -106,7 +134,9 @@ async def _run(
     app = create_app(config, store=store, broker=broker, presence=broker.presence if broker else None)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True, backlog=4096)
+    site = web.TCPSite(
+        runner, config.host, config.port, reuse_address=True, reuse_port=reuse_port or None, backlog=4096
+    )
     try:
         await site.start()
     except OSError as exc:
@@ -202,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--signalr-port", type=int, help="SignalR port (default 8888; 0 disables)")
     serve.add_argument(
         "--signalr-settings", metavar="PATH", help="SignalR upstream settings (emulator settings.json)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port (SO_REUSEPORT) and one broker: --redis, or a "
+        "private redis-server started on a unix socket (default 1)",
     )
     serve.set_defaults(func=_serve)
 

@@ -87,8 +87,9 @@ class Session:
         self.groups: set[str] = set()
         self.claims = claims or {}
         self.connection_state: str | None = None
-        self.acked: set[int] = set()
-        self._ack_order: deque[int] = deque()
+        # ackId bookkeeping is created on the first ackId: most connections never send one
+        self.acked: set[int] | None = None
+        self._ack_order: deque[int] | None = None
         self.closed = False
         self.reliable = ReliableState() if codec.reliable else None
         self.reconnection_token = secrets.token_urlsafe(24) if codec.reliable else None
@@ -165,10 +166,13 @@ class Session:
 
     def remember_ack(self, ack_id: int) -> bool:
         """Record a processed ``ackId``; False if it was processed before (``Duplicate``)."""
-        if ack_id in self.acked:
+        acked, order = self.acked, self._ack_order
+        if acked is None or order is None:
+            acked, order = self.acked, self._ack_order = set(), deque()
+        elif ack_id in acked:
             return False
-        self.acked.add(ack_id)
-        self._ack_order.append(ack_id)
-        if len(self._ack_order) > MAX_REMEMBERED_ACK_IDS:
-            self.acked.discard(self._ack_order.popleft())
+        acked.add(ack_id)
+        order.append(ack_id)
+        if len(order) > MAX_REMEMBERED_ACK_IDS:
+            acked.discard(order.popleft())
         return True

@@ -288,9 +288,35 @@ class ClientEndpoint:
         return ws
 
     async def _serve(self, ws: web.WebSocketResponse, link: AiohttpLink, session: Session) -> None:
+        """Read until the connection ends, then detach (or suspend) the session.
+
+        One coroutine with a plain ``receive`` loop (no async iterator, no nested reader
+        coroutine): each idle connection keeps this frame alive, so it is kept small.
+        """
         reason: str | None = None
+        decode = session.codec.decode
+        handle = self.dispatcher.handle
         try:
-            reason = await self._read_loop(ws, session)
+            while True:
+                msg = await ws.receive()
+                if msg.type is WSMsgType.TEXT:
+                    data: bytes | str = msg.data
+                    is_text = True
+                elif msg.type is WSMsgType.BINARY:
+                    data, is_text = msg.data, False
+                else:
+                    break
+                try:
+                    request = decode(data, is_text)
+                except HubbubError as exc:
+                    log.info("closing %s: %s", session, exc.message)
+                    session.closed = True
+                    reason = exc.message
+                    await ws.close(code=exc.close_code, message=exc.message.encode("utf-8")[:120])
+                    break
+                await handle(session, request)
+            if reason is None and ws.close_code == 1009:
+                reason = f"Message too big: the limit is {self.config.max_frame_bytes} bytes"
         finally:
             if session.link is link:  # else a resumed connection took the session over
                 # only a normal closure ends a reliable session at once: 1001 ("going away") and
@@ -301,26 +327,3 @@ class ClientEndpoint:
                 else:
                     session.closed = True
                     self.node.detach(session, reason)
-
-    async def _read_loop(self, ws: web.WebSocketResponse, session: Session) -> str | None:
-        decode = session.codec.decode
-        handle = self.dispatcher.handle
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                data: bytes | str = msg.data
-                is_text = True
-            elif msg.type is WSMsgType.BINARY:
-                data, is_text = msg.data, False
-            else:
-                break
-            try:
-                request = decode(data, is_text)
-            except HubbubError as exc:
-                log.info("closing %s: %s", session, exc.message)
-                session.closed = True
-                await ws.close(code=exc.close_code, message=exc.message.encode("utf-8")[:120])
-                return exc.message
-            await handle(session, request)
-        if ws.close_code == 1009:
-            return f"Message too big: the limit is {self.config.max_frame_bytes} bytes"
-        return None
