@@ -35,6 +35,9 @@ __all__ = ["MAX_WORKERS", "Worker", "serve_workers"]
 #: Upper bound of ``--workers`` (each worker is a process with its own connections and memory).
 MAX_WORKERS = 64
 _REDIS_START_SECONDS = 10.0
+#: A stopping worker gets this long (its own graceful shutdown takes at most ~5 s) before SIGKILL.
+_STOP_SECONDS = 15.0
+_POLL_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -126,11 +129,15 @@ def serve_workers(args: argparse.Namespace, count: int, serve: Callable[[Worker]
 
 def _supervise(count: int, serve: Callable[[Worker], int], redis_url: str, node_id: str | None) -> int:
     children: dict[int, int] = {}  # pid -> worker index
-    stopping = False
+    supervisor = os.getpid()
+    stop_requested: float | None = None
 
     def stop(signum: int, _: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+        nonlocal stop_requested
+        if os.getpid() != supervisor:  # a worker between fork() and resetting its handlers
+            raise SystemExit(128 + signum)
+        if stop_requested is None:
+            stop_requested = time.monotonic()
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
@@ -156,20 +163,21 @@ def _supervise(count: int, serve: Callable[[Worker], int], redis_url: str, node_
             children[pid] = index
             print(f"hubbub: worker {index + 1}/{count} is pid {pid}", flush=True)
         while children:
-            try:
-                pid, wait_status = os.wait()
-            except ChildProcessError:
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries os.wait
-                continue
-            if pid not in children:
-                continue
-            index = children.pop(pid)
-            code = os.waitstatus_to_exitcode(wait_status)
-            if not stopping:
-                print(f"hubbub: worker {index + 1} exited ({code}): stopping the others", file=sys.stderr)
-                status = 1
-                stop(signal.SIGTERM, None)
+            for pid in list(children):
+                done, wait_status = os.waitpid(pid, os.WNOHANG)
+                if done == 0:
+                    continue
+                index = children.pop(pid)
+                if stop_requested is None:
+                    code = os.waitstatus_to_exitcode(wait_status)
+                    print(f"hubbub: worker {index + 1} exited ({code}): stopping the others", file=sys.stderr)
+                    status = 1
+                    stop(signal.SIGTERM, None)
+            if stop_requested is not None and time.monotonic() - stop_requested > _STOP_SECONDS:
+                for pid in children:  # a worker that does not finish its shutdown in time
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            time.sleep(_POLL_SECONDS)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

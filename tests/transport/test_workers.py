@@ -198,3 +198,14 @@ def test_worker_count_is_bounded(count: str) -> None:
 def test_a_fixed_port_is_required() -> None:
     code, err = serve_status("--port", "0", "--workers", "2")
     assert code == 2 and "--workers needs a fixed --port" in err
+
+
+def test_when_a_worker_dies_the_others_are_stopped(redis_binary: str) -> None:
+    with run_server("--workers", "2") as server:
+        first, second = workers_of(server, 2)
+        os.kill(first, 9)
+        assert server.process.wait(timeout=60) == 1
+        assert (
+            not Path(f"/proc/{second}").exists()
+            or b"hubbub" not in Path(f"/proc/{second}/cmdline").read_bytes()
+        )
