@@ -39,7 +39,9 @@ async def connect(
 ) -> tuple[aiohttp.ClientWebSocketResponse, str]:
     endpoint = f"http://127.0.0.1:{server.port}"
     token = mint_client_token(DEV_ACCESS_KEY, client_audience(endpoint, HUB), user_id="u")
-    ws = await http.ws_connect(f"{endpoint}/client/hubs/{HUB}?access_token={token}", protocols=(PROTOCOL,))
+    ws = await http.ws_connect(
+        f"{endpoint}/client/hubs/{HUB}?access_token={token}", protocols=(PROTOCOL,), max_msg_size=0
+    )
     connected = orjson.loads(await ws.receive_str(timeout=30))
     assert connected["event"] == "connected"
     return ws, str(connected["connectionId"])
@@ -78,3 +80,19 @@ async def test_held_frames_are_written_before_the_close_frame(server: TestServer
         assert got[-1] == {"type": "system", "event": "disconnected", "message": "bye"}
         close = await ws.receive(timeout=30)
         assert close.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1000
+
+
+async def test_held_frames_count_toward_the_slow_client_limit(server: TestServer) -> None:
+    node = server.app[NODE_KEY]
+    count, size = 20, 1 << 20  # 20 MiB in one iteration: more than the 16 MiB a connection may have unsent
+    async with aiohttp.ClientSession() as http:
+        ws, _ = await connect(server, http)
+        await broadcast_in_one_iteration(node, ["x" * size] * count)
+        received = 0
+        while received < count:  # all of them would mean the limit was not applied
+            msg = await ws.receive(timeout=30)
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                break
+            received += 1
+        assert msg.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1008
+        assert msg.extra == "SlowClient"

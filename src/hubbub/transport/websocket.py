@@ -66,7 +66,7 @@ class Coalescer:
 class AiohttpLink:
     """:class:`~hubbub.core.session.Link` over an upgraded aiohttp connection."""
 
-    __slots__ = ("_closing", "_coalescer", "_generation", "_held", "_transport", "_ws")
+    __slots__ = ("_closing", "_coalescer", "_generation", "_held", "_held_bytes", "_transport", "_ws")
 
     def __init__(
         self, ws: web.WebSocketResponse, transport: asyncio.WriteTransport, coalescer: Coalescer
@@ -76,6 +76,7 @@ class AiohttpLink:
         self._coalescer = coalescer
         self._generation = -1
         self._held: list[bytes] | None = None
+        self._held_bytes = 0
         self._closing: asyncio.Task[bool] | None = None
 
     def write(self, data: bytes) -> None:
@@ -88,18 +89,22 @@ class AiohttpLink:
                 self._transport.write(data)
         elif self._held is None:
             self._held = [data]
+            self._held_bytes = len(data)
             coalescer.held.append(self)
         else:
             self._held.append(data)
+            self._held_bytes += len(data)
 
     def flush(self) -> None:
         """Hand the held frames to the transport (one ``writev``); frames never follow a close."""
         held, self._held = self._held, None
+        self._held_bytes = 0
         if held and self._closing is None and not self._ws.closed and not self._transport.is_closing():
             self._transport.writelines(held)
 
     def buffered(self) -> int:
-        return self._transport.get_write_buffer_size()
+        """Unsent bytes: the transport's buffer plus the frames held for the end of the iteration."""
+        return self._transport.get_write_buffer_size() + self._held_bytes
 
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
