@@ -157,7 +157,55 @@ class ClientEndpoint:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return _reject(400, "Bad Request: this endpoint only accepts WebSocket upgrades.")
         if "awps_connection_id" in request.query:
-            return await self._recover(request, hub)
+            opened = await self._recover(request, hub)
+        else:
+            opened = await self._open(request, hub)
+        if not isinstance(opened, tuple):  # rejected, or upgraded and closed at once
+            return opened
+        ws, link, session = opened
+        # Read until the connection ends, then detach (or suspend) the session. The connection's
+        # whole life is spent in this one coroutine frame (no nested reader coroutine, no async
+        # iterator): an idle connection keeps this frame alive, so it is kept alone and small.
+        reason: str | None = None
+        decode = session.codec.decode
+        dispatch = self.dispatcher.handle
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type is WSMsgType.TEXT:
+                    data: bytes | str = msg.data
+                    is_text = True
+                elif msg.type is WSMsgType.BINARY:
+                    data, is_text = msg.data, False
+                else:
+                    break
+                try:
+                    client_request = decode(data, is_text)
+                except HubbubError as exc:
+                    log.info("closing %s: %s", session, exc.message)
+                    session.closed = True
+                    reason = exc.message
+                    await ws.close(code=exc.close_code, message=exc.message.encode("utf-8")[:120])
+                    break
+                await dispatch(session, client_request)
+            if reason is None and ws.close_code == 1009:
+                reason = f"Message too big: the limit is {self.config.max_frame_bytes} bytes"
+        finally:
+            if session.link is link:  # else a resumed connection took the session over
+                # only a normal closure ends a reliable session at once: 1001 ("going away") and
+                # every abnormal end keep it for the retention time, as Azure does
+                clean = ws.close_code in (1000, 1005) and reason is None
+                if session.reliable is not None and not session.closed and not clean:
+                    self.node.suspend(session, self.config.reliable_retention_seconds)
+                else:
+                    session.closed = True
+                    self.node.detach(session, reason)
+        return ws
+
+    async def _open(
+        self, request: web.Request, hub: str
+    ) -> web.StreamResponse | tuple[web.WebSocketResponse, AiohttpLink, Session]:
+        """A new connection: admit it, upgrade, attach its session (which then says ``connected``)."""
         admitted = await self._admit(request, hub)
         if isinstance(admitted, web.Response):
             return admitted
@@ -177,8 +225,7 @@ class ClientEndpoint:
             session.codec.encode_connected(Connected(session.id, session.user_id, session.reconnection_token))
         )
         self.node.attach(session, admitted.groups)
-        await self._serve(ws, link, session)
-        return ws
+        return ws, link, session
 
     async def _admit(self, request: web.Request, hub: str) -> Admission | web.Response:
         """Authenticate (token or anonymous policy), run the ``connect`` event, pick the subprotocol."""
@@ -263,7 +310,9 @@ class ClientEndpoint:
         settings = self.upstream.settings(hub) if self.upstream else None
         return float(settings.keepalive_seconds) if settings else self.config.keepalive_seconds
 
-    async def _recover(self, request: web.Request, hub: str) -> web.StreamResponse:
+    async def _recover(
+        self, request: web.Request, hub: str
+    ) -> web.StreamResponse | tuple[web.WebSocketResponse, AiohttpLink, Session]:
         """Resume a reliable session (spec §4.6); 1008 when it cannot be resumed."""
         connection_id = request.query.get("awps_connection_id", "")
         token = request.query.get("awps_reconnection_token", "")
@@ -289,46 +338,4 @@ class ClientEndpoint:
         )
         for data in session.reliable.unacked():
             link.write(data)
-        await self._serve(ws, link, session)
-        return ws
-
-    async def _serve(self, ws: web.WebSocketResponse, link: AiohttpLink, session: Session) -> None:
-        """Read until the connection ends, then detach (or suspend) the session.
-
-        One coroutine with a plain ``receive`` loop (no async iterator, no nested reader
-        coroutine): each idle connection keeps this frame alive, so it is kept small.
-        """
-        reason: str | None = None
-        decode = session.codec.decode
-        handle = self.dispatcher.handle
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg.type is WSMsgType.TEXT:
-                    data: bytes | str = msg.data
-                    is_text = True
-                elif msg.type is WSMsgType.BINARY:
-                    data, is_text = msg.data, False
-                else:
-                    break
-                try:
-                    request = decode(data, is_text)
-                except HubbubError as exc:
-                    log.info("closing %s: %s", session, exc.message)
-                    session.closed = True
-                    reason = exc.message
-                    await ws.close(code=exc.close_code, message=exc.message.encode("utf-8")[:120])
-                    break
-                await handle(session, request)
-            if reason is None and ws.close_code == 1009:
-                reason = f"Message too big: the limit is {self.config.max_frame_bytes} bytes"
-        finally:
-            if session.link is link:  # else a resumed connection took the session over
-                # only a normal closure ends a reliable session at once: 1001 ("going away") and
-                # every abnormal end keep it for the retention time, as Azure does
-                clean = ws.close_code in (1000, 1005) and reason is None
-                if session.reliable is not None and not session.closed and not clean:
-                    self.node.suspend(session, self.config.reliable_retention_seconds)
-                else:
-                    session.closed = True
-                    self.node.detach(session, reason)
+        return ws, link, session
