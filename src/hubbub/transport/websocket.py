@@ -63,10 +63,69 @@ class Coalescer:
             link.flush()
 
 
+#: An empty, unmasked ping frame (RFC 6455 §5.5.2), the same bytes for every connection.
+PING_FRAME = bytes((0x89, 0))
+
+
+class Keepalive:
+    """Per event loop: one timer per keepalive interval pings every connection on that interval.
+
+    Replaces a per-connection heartbeat (a timer, and a task per ping, for each connection). At
+    each tick a connection from which nothing (no frame of any kind, pong included) arrived since
+    the previous tick's ping is dropped as dead; the others get the shared :data:`PING_FRAME`. So
+    a silent peer is dropped between one and two intervals after its last frame.
+    """
+
+    __slots__ = ("loop", "rings")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.rings: dict[float, set[AiohttpLink]] = {}
+
+    def add(self, link: AiohttpLink, interval: float) -> None:
+        ring = self.rings.get(interval)
+        if ring is None:
+            ring = self.rings[interval] = set()
+            self.loop.call_later(interval, self._tick, interval)
+        link.heard = True
+        ring.add(link)
+
+    def remove(self, link: AiohttpLink, interval: float) -> None:
+        ring = self.rings.get(interval)
+        if ring is not None:
+            ring.discard(link)
+
+    def _tick(self, interval: float) -> None:
+        ring = self.rings.get(interval)
+        if not ring:  # nobody on this interval any more: the timer stops until someone comes
+            self.rings.pop(interval, None)
+            return
+        dead = []
+        for link in ring:
+            if link.heard:
+                link.heard = False
+                link.write(PING_FRAME)
+            else:
+                dead.append(link)
+        for link in dead:
+            ring.discard(link)
+            link.abort()
+        self.loop.call_later(interval, self._tick, interval)
+
+
 class AiohttpLink:
     """:class:`~hubbub.core.session.Link` over an upgraded aiohttp connection."""
 
-    __slots__ = ("_closing", "_coalescer", "_generation", "_held", "_held_bytes", "_transport", "_ws")
+    __slots__ = (
+        "_closing",
+        "_coalescer",
+        "_generation",
+        "_held",
+        "_held_bytes",
+        "_transport",
+        "_ws",
+        "heard",
+    )
 
     def __init__(
         self, ws: web.WebSocketResponse, transport: asyncio.WriteTransport, coalescer: Coalescer
@@ -77,6 +136,8 @@ class AiohttpLink:
         self._generation = -1
         self._held: list[bytes] | None = None
         self._held_bytes = 0
+        #: something arrived since the last keepalive ping (see :class:`Keepalive`)
+        self.heard = True
         self._closing: asyncio.Task[bool] | None = None
 
     def write(self, data: bytes) -> None:
@@ -105,6 +166,12 @@ class AiohttpLink:
     def buffered(self) -> int:
         """Unsent bytes: the transport's buffer plus the frames held for the end of the iteration."""
         return self._transport.get_write_buffer_size() + self._held_bytes
+
+    def abort(self) -> None:
+        """Drop a dead connection at once (no close handshake: the peer stopped answering)."""
+        self._held = None
+        self._held_bytes = 0
+        self._transport.abort()
 
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
@@ -147,6 +214,7 @@ class ClientEndpoint:
         self.dispatcher = dispatcher
         self.upstream = upstream
         self._coalescer: Coalescer | None = None
+        self._keepalive_rings: Keepalive | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         hub = request.match_info.get("hub") or request.query.get("hub", "")
@@ -163,6 +231,11 @@ class ClientEndpoint:
         if not isinstance(opened, tuple):  # rejected, or upgraded and closed at once
             return opened
         ws, link, session = opened
+        interval = self._keepalive(request)
+        if self._keepalive_rings is None:
+            self._keepalive_rings = Keepalive(asyncio.get_running_loop())
+        keepalive = self._keepalive_rings
+        keepalive.add(link, interval)
         # Read until the connection ends, then detach (or suspend) the session. The connection's
         # whole life is spent in this one coroutine frame (no nested reader coroutine, no async
         # iterator): an idle connection keeps this frame alive, so it is kept alone and small.
@@ -172,11 +245,17 @@ class ClientEndpoint:
         try:
             while True:
                 msg = await ws.receive()
+                link.heard = True
                 if msg.type is WSMsgType.TEXT:
                     data: bytes | str = msg.data
                     is_text = True
                 elif msg.type is WSMsgType.BINARY:
                     data, is_text = msg.data, False
+                elif msg.type is WSMsgType.PING:  # answered here: autoping is off, see Keepalive
+                    await ws.pong(msg.data)
+                    continue
+                elif msg.type is WSMsgType.PONG:
+                    continue
                 else:
                     break
                 try:
@@ -191,6 +270,7 @@ class ClientEndpoint:
             if reason is None and ws.close_code == 1009:
                 reason = f"Message too big: the limit is {self.config.max_frame_bytes} bytes"
         finally:
+            keepalive.remove(link, interval)
             if session.link is link:  # else a resumed connection took the session over
                 # only a normal closure ends a reliable session at once: 1001 ("going away") and
                 # every abnormal end keep it for the retention time, as Azure does
@@ -295,7 +375,7 @@ class ClientEndpoint:
             protocols=(subprotocol,) if subprotocol else (),
             max_msg_size=self.config.max_frame_bytes,
             compress=False,
-            heartbeat=self._keepalive(request),
+            autoping=False,  # pings are answered and sent by us (Keepalive), not per-connection timers
         )
         await ws.prepare(request)
         transport = request.transport
