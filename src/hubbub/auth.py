@@ -492,8 +492,9 @@ class Permissions:
     def __init__(self, roles: Iterable[str] = ()) -> None:
         self._roles: dict[str, None] = {}
         self._all: set[Permission] = set()
-        self._exact: dict[Permission, set[str]] = {p: set() for p in Permission}
-        self._patterns: dict[Permission, dict[str, Callable[[str], object]]] = {p: {} for p in Permission}
+        # per permission, created on first use: most connections hold no group-scoped role
+        self._exact: dict[Permission, set[str]] = {}
+        self._patterns: dict[Permission, dict[str, Callable[[str], object]]] = {}
         self.add_roles(roles)
 
     def add_roles(self, roles: Iterable[str]) -> None:
@@ -510,10 +511,10 @@ class Permissions:
                 self._all.add(permission)
             elif kind == _GROUP:
                 if target:
-                    self._exact[permission].add(target)
+                    self._exact.setdefault(permission, set()).add(target)
             else:
                 with contextlib.suppress(BadRequest):  # documented: an invalid pattern grants nothing
-                    self._patterns[permission][target] = _group_matcher(target)
+                    self._patterns.setdefault(permission, {})[target] = _group_matcher(target)
 
     def roles(self) -> tuple[str, ...]:
         """The role strings held, in the order they were added."""
@@ -521,9 +522,10 @@ class Permissions:
 
     def allows(self, permission: Permission, group: str) -> bool:
         """Whether the connection may use ``permission`` on ``group`` (hot path: sets first)."""
-        if permission in self._all or group in self._exact[permission]:
+        if permission in self._all or group in self._exact.get(permission, ()):
             return True
-        return any(match(group) for match in self._patterns[permission].values())
+        patterns = self._patterns.get(permission)
+        return patterns is not None and any(match(group) for match in patterns.values())
 
     def grant(self, permission: Permission, target: str | None) -> None:
         """REST grant: ``target`` None grants all groups, else exactly the group ``target``."""
@@ -539,12 +541,12 @@ class Permissions:
         """
         if target is None:
             self._all.discard(permission)
-            self._exact[permission].clear()
-            self._patterns[permission].clear()
+            self._exact.pop(permission, None)
+            self._patterns.pop(permission, None)
             for role in [r for r in self._roles if (parsed := _parse_role(r)) and parsed[0] is permission]:
                 del self._roles[role]
         else:
-            self._exact[permission].discard(target)
+            self._exact.get(permission, set()).discard(target)
             self._roles.pop(_role(permission, target), None)
 
     def check(self, permission: Permission, target: str | None) -> bool:

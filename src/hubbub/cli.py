@@ -33,6 +33,9 @@ from hubbub.store import (
 if TYPE_CHECKING:
     from hubbub.broker.redis import RedisBroker
 
+if TYPE_CHECKING:
+    from hubbub.workers import Worker
+
 __all__ = ["main"]
 
 log = logging.getLogger("hubbub")
@@ -50,8 +53,20 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
+    workers = getattr(args, "workers", 1)
+    if workers != 1:
+        from hubbub.workers import serve_workers
+
+        return serve_workers(args, workers, lambda worker: _serve_one(args, config, worker))
+    return _serve_one(args, config)
+
+
+def _serve_one(args: argparse.Namespace, config: ServiceConfig, worker: Worker | None = None) -> int:
+    """One serving process: the only one, or worker ``worker`` of ``--workers N``."""
     data_dir = args.data_dir or default_data_dir()
     redis_url = getattr(args, "redis", None) or os.environ.get("HUBBUB_REDIS") or None
+    if worker is not None:  # the workers share the port and the broker (and so the settings in Redis)
+        redis_url = worker.redis_url
     try:
         file = load_config(args.config) if args.config else ConfigFile([])
         # a cluster keeps its settings in Redis (opened in _run); a single node in SQLite
@@ -77,6 +92,10 @@ def _serve(args: argparse.Namespace) -> int:
             getattr(args, "signalr_settings", None),
             secrets_file(getattr(args, "secrets_file", None), data_dir),
         )
+        if worker is not None:  # SignalR runs in the first worker only
+            cluster = (worker.redis_url, worker.node_id)
+            if worker.index > 0:
+                signalr = (0, None, None)
         return asyncio.run(
             _run(
                 config,
@@ -86,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
                 signalr=signalr,
                 config_file=file,
                 functions_port=getattr(args, "functions_port", None),
+                reuse_port=worker is not None,
             )
         )
     except StoreError as exc:
@@ -140,6 +160,7 @@ async def _run(
     signalr: tuple[int | None, str | None, str | None] = (None, None, None),
     config_file: ConfigFile | None = None,
     functions_port: int | None = None,
+    reuse_port: bool = False,
 ) -> int:
     broker = None
     if cluster is not None:  # --redis URL [--node-id ID]: one node of a cluster
@@ -157,13 +178,13 @@ async def _run(
         try:
             if config_file is not None:
                 await _apply_config_file_async(redis_store, config_file)
-            return await _run_node(config, demo, redis_store, broker, signalr, functions_port)
+            return await _run_node(config, demo, redis_store, broker, signalr, functions_port, reuse_port)
         except StoreError as exc:
             print(f"hubbub: {exc}", file=sys.stderr)
             return 2
         finally:
             await redis_store.aclose()
-    return await _run_node(config, demo, store, broker, signalr, functions_port)
+    return await _run_node(config, demo, store, broker, signalr, functions_port, reuse_port)
 
 
 async def _run_node(
@@ -173,6 +194,7 @@ async def _run_node(
     broker: RedisBroker | None,
     signalr: tuple[int | None, str | None, str | None],
     functions_port: int | None = None,
+    reuse_port: bool = False,
 ) -> int:
     from hubbub.signalr.cluster import LostRouter, WebPubSubPresence
 
@@ -181,7 +203,9 @@ async def _run_node(
     app = create_app(config, store=store, broker=broker, presence=presence)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True, backlog=4096)
+    site = web.TCPSite(
+        runner, config.host, config.port, reuse_address=True, reuse_port=reuse_port or None, backlog=4096
+    )
     try:
         await site.start()
     except OSError as exc:
@@ -317,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="JSON {name: value} for {@Microsoft.KeyVault(SecretUri=...)} references in SignalR "
         "upstream URLs (env HUBBUB_SECRETS_FILE; default DATA_DIR/secrets.json; HUBBUB_SECRET_<NAME> wins)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port (SO_REUSEPORT) and one broker: --redis, or a "
+        "private redis-server started on a unix socket (default 1)",
     )
     serve.set_defaults(func=_serve)
 

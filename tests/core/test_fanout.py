@@ -48,6 +48,16 @@ def test_reliable_sessions_get_their_own_sequence_ids() -> None:
     assert len(a.reliable.unacked()) == 1 and len(b.reliable.unacked()) == 2  # type: ignore[union-attr]
 
 
+def test_reliable_sessions_at_the_same_sequence_id_share_one_frame() -> None:
+    a, b, c = sessions(3, RELIABLE)
+    deliver(DataMessage(Payload(DataType.TEXT, b"0")), [c])  # c is one message ahead
+    deliver(DataMessage(Payload(DataType.TEXT, b"1")), [a, b, c])
+    fa, fb, fc = (s.link.frames[-1] for s in (a, b, c))  # type: ignore[union-attr]
+    assert fa is fb and a.reliable.unacked()[0] is fa  # type: ignore[union-attr]
+    assert [orjson.loads(payload_of(f))["sequenceId"] for f in (fa, fc)] == [1, 2]
+    assert orjson.loads(payload_of(fc))["data"] == "1"
+
+
 def test_slow_client_is_closed_not_waited_for() -> None:
     slow = Session("h", JSON, RecordingLink(buffered=SLOW_CLIENT_BUFFER_BYTES + 1))
     fast = Session("h", JSON, RecordingLink())

@@ -37,6 +37,7 @@ from hubbub.protocols.events import (
     SequenceAck,
     UserEvent,
 )
+from hubbub.protocols.framing import OP_BINARY, frame
 from hubbub.protocols.json_v1 import JsonCodec
 from hubbub.protocols.protobuf_v1 import (
     AnyMessage,
@@ -463,6 +464,17 @@ class TestStamp:
         msg = DataMessage(payload, group=group)
         body = reliable.message_body(msg)
         assert reliable.stamp(body, sequence_id) == library_stamped(msg, sequence_id)
+
+    @given(payloads, st.integers(1, UINT64_MAX), st.integers(0, 70_000))
+    def test_stamp_frame_equals_framed_stamp(self, payload: Payload, sequence_id: int, pad: int) -> None:
+        msg = DataMessage(Payload(payload.data_type, payload.data + b"x" * pad))
+        body = reliable.message_body(msg)
+        assert reliable.stamp_frame(body, sequence_id) == frame(reliable.stamp(body, sequence_id), OP_BINARY)
+
+    @pytest.mark.parametrize("sequence_id", [16_383, 16_384, 2**21 - 1, 2**21])
+    def test_two_byte_varint_boundaries(self, sequence_id: int) -> None:
+        msg = DataMessage(Payload(DataType.TEXT, b"x" * 16_500), group="g")
+        assert reliable.stamp(reliable.message_body(msg), sequence_id) == library_stamped(msg, sequence_id)
 
     def test_body_is_shared_and_unstamped(self) -> None:
         msg = DataMessage(Payload(DataType.TEXT, b"hi"), group="g")

@@ -40,6 +40,9 @@ def deliver(
     """
     # per codec: a finished frame, or (reliable codecs) the body each connection stamps
     cache: dict[int, bytes] = {}
+    # per reliable codec: the stamped frames by sequence id; connections that received the same
+    # messages are at the same sequence id, so they share one frame (and one replay-buffer entry)
+    stamped: dict[int, dict[int, bytes]] = {}
     count = 0
     for session in sessions:
         sid = session.id
@@ -53,7 +56,8 @@ def deliver(
         if codec.reliable:
             if data is None:
                 data = cache[key] = codec.message_body(message)
-            session.write_sequenced(data)
+                stamped[key] = {}
+            session.write_sequenced(data, stamped[key])
         else:
             if data is None:
                 data = cache[key] = frame_for(codec, message)

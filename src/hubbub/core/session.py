@@ -87,8 +87,9 @@ class Session:
         self.groups: set[str] = set()
         self.claims = claims or {}
         self.connection_state: str | None = None
-        self.acked: set[int] = set()
-        self._ack_order: deque[int] = deque()
+        # ackId bookkeeping is created on the first ackId: most connections never send one
+        self.acked: set[int] | None = None
+        self._ack_order: deque[int] | None = None
         self.closed = False
         self.reliable = ReliableState() if codec.reliable else None
         self.reconnection_token = secrets.token_urlsafe(24) if codec.reliable else None
@@ -119,17 +120,23 @@ class Session:
             payload, is_text = encoded
             self.write_frame(frame(payload, OP_TEXT if is_text else OP_BINARY))
 
-    def write_sequenced(self, body: bytes) -> None:
+    def write_sequenced(self, body: bytes, frames: dict[int, bytes] | None = None) -> None:
         """Reliable connections: stamp a shared message body, keep it for replay, write it.
 
-        While the connection is down (``link`` is None) the frame is only kept.
+        While the connection is down (``link`` is None) the frame is only kept. ``frames``
+        (sequence id -> stamped frame of this ``body``) lets a fan-out share one frame among the
+        connections that are at the same sequence id.
         """
         state = self.reliable
         assert state is not None
         if self.closed:
             return
         sequence_id = state.stamp()
-        data = self.codec.stamp_frame(body, sequence_id)
+        data = frames.get(sequence_id) if frames is not None else None
+        if data is None:
+            data = self.codec.stamp_frame(body, sequence_id)
+            if frames is not None:
+                frames[sequence_id] = data
         if not state.record(sequence_id, data):
             log.warning(
                 "closing %s/%s: reliable buffer full (%d messages, %d bytes unacknowledged)",
@@ -159,10 +166,13 @@ class Session:
 
     def remember_ack(self, ack_id: int) -> bool:
         """Record a processed ``ackId``; False if it was processed before (``Duplicate``)."""
-        if ack_id in self.acked:
+        acked, order = self.acked, self._ack_order
+        if acked is None or order is None:
+            acked, order = self.acked, self._ack_order = set(), deque()
+        elif ack_id in acked:
             return False
-        self.acked.add(ack_id)
-        self._ack_order.append(ack_id)
-        if len(self._ack_order) > MAX_REMEMBERED_ACK_IDS:
-            self.acked.discard(self._ack_order.popleft())
+        acked.add(ack_id)
+        order.append(ack_id)
+        if len(order) > MAX_REMEMBERED_ACK_IDS:
+            acked.discard(order.popleft())
         return True

@@ -47,7 +47,7 @@ from hubbub.protocols.events import (
 __all__ = ["JsonCodec", "JsonReliableCodec", "decode_data", "encode_data_value"]
 
 _UINT64_MAX = 2**64 - 1
-_H16 = struct.Struct("!BBH")
+_U64 = struct.Struct("!Q")  # 64-bit extended payload length of stamped frames (RFC 6455 §5.2)
 _PONG = b'{"type":"pong"}'
 
 
@@ -316,3 +316,13 @@ class JsonReliableCodec(JsonCodec):
     def stamp(self, body: bytes, sequence_id: int) -> bytes:
         """Finish a shared :meth:`message_body` with this connection's sequence id."""
         return b'%s,"sequenceId":%d}' % (body, sequence_id)
+
+    def stamp_frame(self, body: bytes, sequence_id: int) -> bytes:
+        """The text frame of :meth:`stamp`, built by one formatting operation (the fan-out hot path)."""
+        # payload = body + ',"sequenceId":' (14 bytes) + digits + '}'
+        n = len(body) + 15 + len(str(sequence_id))
+        if n < 126:
+            return b'\x81%c%b,"sequenceId":%d}' % (n, body, sequence_id)
+        if n < 65536:
+            return b'\x81\x7e%c%c%b,"sequenceId":%d}' % (n >> 8, n & 0xFF, body, sequence_id)
+        return b'\x81\x7f%b%b,"sequenceId":%d}' % (_U64.pack(n), body, sequence_id)
