@@ -77,8 +77,7 @@ class Dispatcher:
             session.push(session.codec.encode_pong())
             return
         if isinstance(request, SequenceAck):
-            if session.reliable is not None:
-                session.reliable.ack(request.sequence_id)
+            session.acknowledge(request.sequence_id)
             return
         ack_id = getattr(request, "ack_id", None)
         if ack_id is not None and not session.remember_ack(ack_id):

@@ -16,11 +16,21 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 
 from hubbub.auth import Permission
-from hubbub.broker.base import Broker, Command, ConnectionRecord, Op, Presence, Scope, channel
+from hubbub.broker.base import (
+    Broker,
+    Command,
+    ConnectionRecord,
+    Op,
+    Presence,
+    ReplayGap,
+    Scope,
+    channel,
+)
 from hubbub.broker.memory import MemoryPresence
 from hubbub.core.fanout import deliver
 from hubbub.core.hub import Hub
 from hubbub.core.session import Link, Session
+from hubbub.errors import BrokerUnavailable
 from hubbub.filters import Filter, parse_filter
 from hubbub.protocols import CODECS, SIMPLE
 from hubbub.protocols.events import DataMessage, Disconnected, Payload
@@ -46,7 +56,17 @@ def _record(session: Session) -> ConnectionRecord:
         session.permissions.roles(),
         tuple(session.groups),
         session.connection_state,
+        session.reconnection_token,
+        session.claims if session.reliable is not None else None,
     )
+
+
+def _wants(session: Session, command: Command) -> bool:
+    """Whether a SEND's ``excluded`` / ``noEcho`` / ``filter`` let it through to ``session``."""
+    sid = session.id
+    if sid in command.excluded or (command.no_echo and sid == command.from_connection_id):
+        return False
+    return not command.filter or _cached_filter(command.filter).matches(session.user_id, sid, session.groups)
 
 
 class Node:
@@ -58,6 +78,11 @@ class Node:
         self.on_attach: list[SessionHook] = []
         self.on_detach: list[SessionHook] = []
         self._expiry: dict[str, asyncio.TimerHandle] = {}
+        #: cluster mode: SENDs carry their cluster-wide position and reliable sessions are mirrored
+        self.sequenced = broker.sequenced
+        self._mirror = self.presence.mirror() if self.sequenced else None
+        #: local reliable sessions (cluster mode: they get SENDs when they come back from Redis)
+        self._reliable = 0
 
     async def start(self) -> None:
         await self.presence.start(self)
@@ -86,8 +111,11 @@ class Node:
     def find_hub(self, name: str) -> Hub | None:
         return self.hubs.get(name.lower())
 
-    def attach(self, session: Session, groups: Iterable[str] = ()) -> None:
+    def attach(self, session: Session, groups: Iterable[str] = (), *, hooks: bool = True) -> None:
         hub = self.hub(session.hub)
+        if session.reliable is not None and self.sequenced:
+            session.mirror = self._mirror
+            self._reliable += 1
         user = session.user_id
         if user is not None and user not in hub.users:
             self.broker.subscribe(channel(hub.name, Scope.USER, user))
@@ -96,19 +124,26 @@ class Node:
         self.presence.connection_added(_record(session))
         for group in groups:
             self._join(hub, session, group)
-        for hook in self.on_attach:
-            hook(session, None)
+        if hooks:
+            for hook in self.on_attach:
+                hook(session, None)
 
-    def detach(self, session: Session, reason: str | None = None, *, hooks: bool = True) -> None:
+    def detach(
+        self, session: Session, reason: str | None = None, *, hooks: bool = True, forget: bool = True
+    ) -> None:
+        """Remove a local session; ``forget=False`` keeps its cluster record (another node takes it)."""
         hub = self.find_hub(session.hub)
         if hub is None or hub.connections.get(session.id) is not session:
             return
+        if session.mirror is not None:
+            self._reliable -= 1
         for group in hub.remove(session):
             self.broker.unsubscribe(channel(hub.name, Scope.GROUP, group))
         self.broker.unsubscribe(channel(hub.name, Scope.CONNECTION, session.id))
         if session.user_id is not None and session.user_id not in hub.users:
             self.broker.unsubscribe(channel(hub.name, Scope.USER, session.user_id))
-        self.presence.connection_removed(session.hub, session.id, session.user_id)
+        if forget:
+            self.presence.connection_removed(session.hub, session.id, session.user_id)
         if not hub.connections:
             del self.hubs[hub.name.lower()]
             self.broker.unsubscribe(channel(hub.name, Scope.ALL))
@@ -141,6 +176,116 @@ class Node:
         if session.link is None:
             session.closed = True
             self.detach(session, "The reliable session expired")
+
+    def wants_echo(self) -> bool:
+        return self._reliable > 0
+
+    async def adopt(
+        self, hub: str, connection_id: str, token: str, retention_seconds: float
+    ) -> Session | None:
+        """Cluster: take over a reliable session another node held (dead, or handing it over).
+
+        The session is rebuilt from its record and mirrored replay buffer, subscribed, then
+        caught up with the SENDs it missed (kept in Redis); it is returned suspended, ready
+        for :meth:`resume`. None when there is no such session or it cannot be recovered.
+        """
+        if not self.sequenced:
+            return None
+        adoption = await self.presence.adopt(hub, connection_id, token)
+        if adoption is None:
+            return None
+        record = adoption.record
+        session = Session(
+            record.hub,
+            CODECS.get(record.subprotocol or "", SIMPLE),
+            None,
+            user_id=record.user_id,
+            roles=record.roles,
+            subprotocol=record.subprotocol,
+            claims=record.claims,
+            connection_id=connection_id,
+        )
+        session.connection_state = record.connection_state
+        session.reconnection_token = token
+        state = session.reliable
+        if state is None:  # not a reliable subprotocol after all: end it
+            session.closed = True
+            self.connections_lost([record], "The session cannot be recovered")
+            return None
+        state.next_id = adoption.last_sequence_id - len(adoption.frames) + 1
+        for data in adoption.frames:
+            state.record(state.stamp(), data)
+        state.acked = state.next_id - len(adoption.frames) - 1
+        session.watermark = adoption.watermark
+        session.catching_up = []
+        self.attach(session, record.groups, hooks=False)
+        try:
+            if not adoption.complete:
+                raise ReplayGap("the replay buffer is incomplete")
+            await self.broker.sync()  # every channel of the session is subscribed from here on
+            channels = [channel(hub, Scope.ALL), channel(hub, Scope.CONNECTION, connection_id)]
+            if session.user_id is not None:
+                channels.append(channel(hub, Scope.USER, session.user_id))
+            channels += [channel(hub, Scope.GROUP, g) for g in sorted(session.groups)]
+            missed = await self.presence.replay(channels, session.watermark, state.max_messages)
+        except (ReplayGap, BrokerUnavailable) as exc:
+            log.info("hub %s: reliable session %s cannot be recovered: %s", hub, connection_id, exc)
+            missed = None
+        queued, session.catching_up = session.catching_up, None
+        if missed is not None:
+            for seq, command in missed:
+                self._catch_up(session, seq, command)
+            for seq, command in sorted(queued, key=lambda item: item[0]):
+                if seq > session.watermark:
+                    self._catch_up(session, seq, command)
+        if missed is None or session.closed:
+            session.closed = True
+            self.detach(session, "The reliable session could not be recovered")
+            return None
+        self.suspend(session, retention_seconds)
+        log.info(
+            "hub %s: took over reliable session %s (%d messages caught up)", hub, connection_id, len(missed)
+        )
+        return session
+
+    def _catch_up(self, session: Session, seq: int, command: Command) -> None:
+        if (
+            session.closed
+            or command.op is not Op.SEND
+            or command.payload is None
+            or not _wants(session, command)
+        ):
+            return
+        message = DataMessage(
+            command.payload,
+            group=command.target if command.scope is Scope.GROUP else None,
+            from_user_id=command.from_user_id,
+        )
+        session.watermark = seq
+        session.write_sequenced(session.codec.message_body(message))
+
+    def _release(self, session: Session) -> None:
+        """Another node resumes this suspended reliable session: let go of it (no events)."""
+        timer = self._expiry.pop(session.id, None)
+        if timer is not None:
+            timer.cancel()
+        old, session.link = session.link, None
+        session.closed = True
+        self.detach(session, hooks=False, forget=False)
+        self.presence.reliable_released(session.hub, session.id)
+        if old is not None:
+            old.close(1000, "The session resumed on another service node")
+
+    def taken_over(self, hub: str, connection_id: str) -> None:
+        """The cluster says another node resumed this session (while we were cut off): drop it."""
+        session = self.session(hub, connection_id)
+        if session is None:
+            return
+        timer = self._expiry.pop(session.id, None)
+        if timer is not None:
+            timer.cancel()
+        session.close(1000, "The session resumed on another service node")
+        self.detach(session, hooks=False, forget=False)
 
     def join_local(self, session: Session, group: str) -> None:
         self._join(self.hub(session.hub), session, group)
@@ -321,6 +466,11 @@ class Node:
                 group=command.target if command.scope is Scope.GROUP else None,
                 from_user_id=command.from_user_id,
             )
+            if self._reliable:  # cluster mode with local reliable sessions
+                self._send_sequenced(hub, command, message)
+                return
+            if command.echo:
+                return
             deliver(
                 message,
                 self._targets(hub, command.scope, command.target),
@@ -328,6 +478,10 @@ class Node:
                 filter=_cached_filter(command.filter) if command.filter else None,
                 skip=command.from_connection_id if command.no_echo else None,
             )
+        elif op is Op.RELEASE:
+            for session in self._selected(hub, command):
+                if session.reliable is not None and self.sequenced:
+                    self._release(session)
         elif op is Op.CLOSE:
             for session in self._selected(hub, command):
                 self._close_session(session, command.reason or "")
@@ -351,6 +505,42 @@ class Node:
                 else:
                     session.permissions.revoke(permission, command.permission_target)
                 self.presence.roles_changed(session.hub, session.id, session.permissions.roles())
+
+    def _send_sequenced(self, hub: Hub, command: Command, message: DataMessage) -> None:
+        """Cluster mode: plain sessions get a SEND at once (local first), reliable ones in cluster order.
+
+        A reliable session only takes SENDs that carry their position (from Redis, this node's own
+        included), so what it got is exactly a prefix of that order: the part another node must
+        replay if this one dies. Its copy of the replay buffer is written on the way
+        (:meth:`Session.write_sequenced`).
+        """
+        targets = list(self._targets(hub, command.scope, command.target))
+        if not command.echo:
+            deliver(
+                message,
+                [s for s in targets if s.reliable is None],
+                excluded=frozenset(command.excluded),
+                filter=_cached_filter(command.filter) if command.filter else None,
+                skip=command.from_connection_id if command.no_echo else None,
+            )
+        seq = command.seq
+        if not seq:
+            return
+        bodies: dict[int, bytes] = {}
+        for session in targets:
+            if session.reliable is None:
+                continue
+            if session.catching_up is not None:
+                session.catching_up.append((seq, command))
+                continue
+            if session.closed or not _wants(session, command):
+                continue
+            codec = session.codec
+            body = bodies.get(id(codec))
+            if body is None:
+                body = bodies[id(codec)] = codec.message_body(message)
+            session.watermark = seq
+            session.write_sequenced(body)
 
     def _close_session(self, session: Session, reason: str, code: int = 1000, *, hooks: bool = True) -> None:
         session.push(session.codec.encode_disconnected(Disconnected(reason)))
