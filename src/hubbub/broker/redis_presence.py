@@ -17,7 +17,7 @@ Reliable sessions (``json.reliable…`` / ``protobuf.reliable…``) survive the 
 
     hubbub:seq                    counter  position of the last SEND in the cluster-wide order
     hubbub:s:{channel}            stream   the last SENDs on a pub/sub channel, entry id "{position}-0",
-                                           field e = envelope (capped, expires after the retention)
+                                           field e = envelope (the last N, expires after the retention)
     hubbub:hub:{h}:rb:{cid}       stream   the session's unacknowledged frames, entry id
                                            "{sequence id}-{position of the last SEND delivered}"
     hubbub:orphans                zset     "{h}\\n{cid}" of sessions nobody holds -> deadline (ms)
@@ -197,7 +197,13 @@ return 1
 # KEYS: pub/sub channel, its stream; ARGV: envelope, stream cap, stream ttl (ms). A SEND, numbered.
 PUBLISH_SCRIPT = """
 local seq = redis.call('INCR', 'hubbub:seq')
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'e', ARGV[1])
+redis.call('XADD', KEYS[2], seq .. '-0', 'e', ARGV[1])
+local over = redis.call('XLEN', KEYS[2]) - tonumber(ARGV[2])
+if over > 0 then  -- XDEL (not XTRIM) so that max-deleted-entry-id tells a resuming session what is gone
+  for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', over)) do
+    redis.call('XDEL', KEYS[2], e[1])
+  end
+end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PUBLISH', KEYS[1], '\\2' .. seq .. ':' .. ARGV[1])
 return seq
