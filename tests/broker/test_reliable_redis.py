@@ -102,15 +102,17 @@ async def test_a_crashed_nodes_reliable_session_is_taken_over_with_its_buffer(
     for i in range(3):
         await a.send(hub, Scope.GROUP, "g", text(f"m{i}"))
     await eventually(lambda: len(stamped(s)) == 3)
+    await a.send(hub, Scope.GROUP, "h", text("before the join"))
+    c.join_local(s, "h")
     s.acknowledge(1)
     await synced(c)
     await crash(c)
-    for i in range(3, 5):  # nobody holds the session now: kept in Redis
-        await a.send(hub, Scope.GROUP, "g", text(f"m{i}"))
+    await a.send(hub, Scope.GROUP, "g", text("m3"))  # nobody holds the session now: kept in Redis
+    await a.send(hub, Scope.GROUP, "h", text("m4"))
     assert s.reconnection_token is not None
     assert await b.adopt(hub, s.id, "wrong token", 5.0) is None
     moved = await b.adopt(hub, s.id, s.reconnection_token, 5.0)
-    assert moved is not None and moved.id == s.id and moved.groups == {"g"} and moved.user_id == "u"
+    assert moved is not None and moved.id == s.id and moved.groups == {"g", "h"} and moved.user_id == "u"
     assert stamped(moved) == [(2, "m1"), (3, "m2"), (4, "m3"), (5, "m4")]  # 1 was acknowledged
     await a.send(hub, Scope.USER, "u", text("m5"))
     await eventually(lambda: stamped(moved)[-1:] == [(6, "m5")])

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from hubbub.auth import Permission
@@ -175,6 +175,8 @@ class Adoption:
     watermark: int
     #: False when the copied replay buffer has gaps: the session cannot be recovered
     complete: bool = True
+    #: group -> position when the session joined it (a replay skips the group's earlier SENDs)
+    joined: dict[str, int] = field(default_factory=dict)
 
 
 class ReplayGap(Exception):
@@ -191,6 +193,9 @@ class ReliableMirror(Protocol):
 
     def reliable_acked(self, hub: str, connection_id: str, sequence_id: int) -> None:
         """The client acknowledged everything up to ``sequence_id``."""
+
+    def reliable_joined(self, hub: str, connection_id: str, group: str) -> None:
+        """The session joined ``group`` (its position in the SEND order is kept for replays)."""
 
 
 class LocalView(Protocol):

@@ -20,6 +20,7 @@ Reliable sessions (``json.reliable…`` / ``protobuf.reliable…``) survive the 
                                            field e = envelope (the last N, expires after the retention)
     hubbub:hub:{h}:rb:{cid}       stream   the session's unacknowledged frames, entry id
                                            "{sequence id}-{position of the last SEND delivered}"
+    hubbub:hub:{h}:rj:{cid}       hash     group -> SEND position when the session joined it
     hubbub:orphans                zset     "{h}\\n{cid}" of sessions nobody holds -> deadline (ms)
 
 plus, in the connection hash: rel=1, t=SHA-256 of the reconnection token, c=claims (JSON),
@@ -94,7 +95,7 @@ local function remove(p, cid, owner)
   local groups = redis.call('SMEMBERS', gk)
   for _, g in ipairs(groups) do redis.call('HDEL', p .. 'group:' .. g, cid) end
   if f['u'] then redis.call('SREM', p .. 'user:' .. f['u'], cid) end
-  redis.call('DEL', ck, gk, p .. 'rb:' .. cid)
+  redis.call('DEL', ck, gk, p .. 'rb:' .. cid, p .. 'rj:' .. cid)
   if f['m'] then
     if f['n'] then redis.call('SREM', 'hubbub:node:' .. f['n'] .. ':conns', f['m']) end
     redis.call('ZREM', 'hubbub:orphans', f['m'])
@@ -194,6 +195,10 @@ redis.call('SADD', 'hubbub:node:' .. ARGV[1] .. ':conns', ARGV[2])
 redis.call('ZREM', 'hubbub:orphans', ARGV[2])
 return 1
 """
+# KEYS[1]: a reliable session's join positions; ARGV[1]: group. Replays skip what the group got before.
+JOINED_SCRIPT = """
+return redis.call('HSET', KEYS[1], ARGV[1], redis.call('GET', 'hubbub:seq') or '0')
+"""
 # KEYS: pub/sub channel, its stream; ARGV: envelope, stream cap, stream ttl (ms). A SEND, numbered.
 PUBLISH_SCRIPT = """
 local seq = redis.call('INCR', 'hubbub:seq')
@@ -229,9 +234,10 @@ _SCRIPTS = (
     RELEASE_SCRIPT,
     RELIABLE_ADD_SCRIPT,
     PUBLISH_SCRIPT,
+    JOINED_SCRIPT,
 )
-_REMOVE_SHA, _REAP_SHA, _EXPIRE_SHA, _CLAIM_SHA, _RELEASE_SHA, _RELIABLE_ADD_SHA, PUBLISH_SHA = map(
-    _sha, _SCRIPTS
+_REMOVE_SHA, _REAP_SHA, _EXPIRE_SHA, _CLAIM_SHA, _RELEASE_SHA, _RELIABLE_ADD_SHA, PUBLISH_SHA, _JOINED_SHA = (
+    map(_sha, _SCRIPTS)
 )
 
 
@@ -457,6 +463,10 @@ class RedisPresence:
             key = _prefix(hub) + "rb:" + connection_id
             writer.send_nowait(b"XTRIM", key, b"MINID", f"{sequence_id + 1}-0")
 
+    def reliable_joined(self, hub: str, connection_id: str, group: str) -> None:
+        if (writer := self._writer()) is not None:
+            writer.send_nowait(b"EVALSHA", _JOINED_SHA, 1, _prefix(hub) + "rj:" + connection_id, group)
+
     def reliable_released(self, hub: str, connection_id: str) -> None:
         if (writer := self._writer()) is not None:
             writer.send_nowait(
@@ -521,7 +531,12 @@ class RedisPresence:
         async with redis.pipeline(transaction=False) as pipe:
             pipe.xinfo_stream(key)
             pipe.xrange(key)
-            info, entries = await pipe.execute(raise_on_error=False)
+            pipe.hgetall(_prefix(hub) + "rj:" + connection_id)
+            info, entries, joins = await pipe.execute(raise_on_error=False)
+        joined: dict[str, int] = {}
+        for group, position in joins.items() if isinstance(joins, dict) else ():
+            with contextlib.suppress(ValueError):
+                joined[_text(group) or ""] = int(position)
         last, watermark = (0, 0)
         if isinstance(info, dict):
             last, watermark = _id_parts(info.get("last-generated-id"))
@@ -535,7 +550,7 @@ class RedisPresence:
                 "the replay buffer of %s has gaps (%s..%s): not resumable", connection_id, seqs[0], last
             )
             return Adoption(record, last, (), watermark, complete=False)
-        return Adoption(record, last, tuple(frames), max(registered, watermark))
+        return Adoption(record, last, tuple(frames), max(registered, watermark), joined=joined)
 
     async def replay(self, channels: Sequence[str], after: int, limit: int) -> list[tuple[int, Command]]:
         redis = self._broker.redis

@@ -233,7 +233,10 @@ class Node:
             missed = None
         queued, session.catching_up = session.catching_up, None
         if missed is not None:
+            joined = adoption.joined
             for seq, command in missed:
+                if command.scope is Scope.GROUP and seq <= joined.get(command.target or "", 0):
+                    continue  # sent to the group before the session joined it
                 self._catch_up(session, seq, command)
             for seq, command in sorted(queued, key=lambda item: item[0]):
                 if seq > session.watermark:
@@ -302,6 +305,8 @@ class Node:
             # written to the broker before the caller acknowledges the join (see broker.wire)
             self.broker.subscribe(channel(hub.name, Scope.GROUP, group))
         self.presence.group_joined(session.hub, session.id, session.user_id, group)
+        if session.mirror is not None:
+            session.mirror.reliable_joined(session.hub, session.id, group)
 
     def _leave(self, hub: Hub, session: Session, group: str) -> None:
         if group not in session.groups:
