@@ -279,3 +279,33 @@ def test_suspended_session_on_a_live_node_moves_to_the_node_it_resumes_on(
         assert rest(c, "HEAD", hub, f"/connections/{r.id}").status_code == 404
         time.sleep(1.0)
         assert event_handler.of("disconnected") == [r.id]
+
+
+@pytest.mark.flaky(reruns=1)
+def test_graceful_shutdown_hands_reliable_sessions_to_the_other_nodes(
+    hub: str, event_handler: EventHandler, tmp_path: Path
+) -> None:
+    config = handler_config(tmp_path, hub, event_handler)
+    with run_redis() as redis_server, run_cluster(redis_server.url, 3, "--config", str(config)) as nodes:
+        a, b, c = nodes
+        r = RawReliable(client_url(a, hub, sub="r", **{"webpubsub.group": ["g"]}))
+        wait_until(lambda: event_handler.of("connected") == [r.id], timeout=10)
+        assert rest(c, "POST", hub, "/groups/g/:send", data="m0").status_code == 202
+        assert [(f["sequenceId"], f["data"]) for f in r.frames(1)] == [(1, "m0")]
+        a.process.terminate()  # SIGTERM: a graceful stop
+        opcode, data = r.ws.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE and int.from_bytes(data[:2], "big") == 1001
+        a.process.wait(timeout=15)
+        assert owner(redis_server, hub, r.id) == ""  # released, not ended
+        assert rest(c, "POST", hub, "/groups/g/:send", data="m1").status_code == 202
+        back = websocket.create_connection(
+            resume_url(b, hub, r.id, r.token), subprotocols=[RELIABLE], timeout=15
+        )
+        assert json.loads(back.recv())["connectionId"] == r.id
+        got = [json.loads(back.recv()) for _ in range(2)]
+        assert [(f["sequenceId"], f["data"]) for f in got] == [(1, "m0"), (2, "m1")]
+        assert owner(redis_server, hub, r.id) == "n1"
+        time.sleep(1.0)
+        assert event_handler.of("disconnected") == []
+        back.close()
+        wait_until(lambda: event_handler.of("disconnected") == [r.id], timeout=10)

@@ -94,7 +94,12 @@ class Node:
         self._expiry.clear()
         for hub in list(self.hubs.values()):
             for session in list(hub.connections.values()):
-                self._close_session(session, reason, code=1001)
+                if session.mirror is not None and not session.closed:
+                    # cluster: the client resumes it on another node (no `disconnected`; 1001 is
+                    # recoverable for the official clients); it ends there after the retention if not
+                    self._release(session, 1001, reason)
+                else:
+                    self._close_session(session, reason, code=1001)
         await self.presence.close()
         await self.broker.close()
 
@@ -267,8 +272,10 @@ class Node:
         session.watermark = seq
         session.write_sequenced(session.codec.message_body(message))
 
-    def _release(self, session: Session) -> None:
-        """Another node resumes this suspended reliable session: let go of it (no events)."""
+    def _release(
+        self, session: Session, code: int = 1000, reason: str = "The session resumed on another service node"
+    ) -> None:
+        """Let another node resume this reliable session (no events); close its socket if any."""
         timer = self._expiry.pop(session.id, None)
         if timer is not None:
             timer.cancel()
@@ -277,7 +284,7 @@ class Node:
         self.detach(session, hooks=False, forget=False)
         self.presence.reliable_released(session.hub, session.id)
         if old is not None:
-            old.close(1000, "The session resumed on another service node")
+            old.close(code, reason)
 
     def taken_over(self, hub: str, connection_id: str) -> None:
         """The cluster says another node resumed this session (while we were cut off): drop it."""
