@@ -220,7 +220,9 @@ def test_reliable_session_of_a_dead_node_ends_once_after_the_retention(
         killed = time.monotonic()
         # the plain connection is gone with its node; the reliable sessions wait for their clients
         wait_until(lambda: rest(b, "HEAD", hub, f"/connections/{plain_id}").status_code == 404, timeout=15)
-        assert event_handler.of("disconnected") == [plain_id]
+        wait_until(
+            lambda: event_handler.of("disconnected") == [plain_id], timeout=10
+        )  # sent after the removal
         for r in reliable:
             assert rest(b, "HEAD", hub, f"/connections/{r.id}").status_code == 200
             assert owner(redis_server, hub, r.id) == ""
