@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -50,6 +51,11 @@ def _keys(args: argparse.Namespace) -> tuple[str, ...]:
 def _serve(args: argparse.Namespace) -> int:
     try:
         config = ServiceConfig(host=args.host, port=args.port, access_keys=_keys(args))
+        retention = getattr(args, "reliable_retention", None)
+        if retention is not None:
+            if not 0 < retention <= 3600:
+                raise ValueError("--reliable-retention must be more than 0 and at most 3600 seconds")
+            config = dataclasses.replace(config, reliable_retention_seconds=retention)
     except ValueError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)
         return 2
@@ -168,7 +174,7 @@ async def _run(
         from hubbub.store_redis import RedisSettingsStore
 
         try:
-            broker = RedisBroker(*cluster)
+            broker = RedisBroker(*cluster, reliable_retention=config.reliable_retention_seconds)
         except ValueError as exc:
             print(f"hubbub: --redis/--node-id: {exc}", file=sys.stderr)
             return 2
@@ -327,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="Web PubSub port (default 8080)")
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    serve.add_argument(
+        "--reliable-retention",
+        type=float,
+        metavar="SECONDS",
+        help="how long a dropped reliable session waits for its client to resume it (default 30)",
+    )
     keys(serve)
     settings(serve)
     cluster(serve)

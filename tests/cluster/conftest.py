@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -192,3 +193,15 @@ def event_handler() -> Iterator[EventHandler]:
     yield recorder
     server.shutdown()
     server.server_close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A timeout that also covers the rerun of the flaky-marked tests here (see tests/broker/conftest.py)."""
+    here = Path(__file__).parent
+    for item in items:
+        if (
+            here in item.path.parents
+            and item.get_closest_marker("flaky")
+            and not item.get_closest_marker("timeout")
+        ):
+            item.add_marker(pytest.mark.timeout(300, func_only=True))

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from hubbub.auth import Permission
 from hubbub.protocols.events import Payload, StreamInfo
 
 __all__ = [
+    "Adoption",
     "Broker",
     "BrokerHandler",
     "Command",
@@ -39,6 +40,8 @@ __all__ = [
     "LocalView",
     "Op",
     "Presence",
+    "ReliableMirror",
+    "ReplayGap",
     "Scope",
     "channel",
     "command_channel",
@@ -53,6 +56,8 @@ class Op(enum.Enum):
     REMOVE_FROM_ALL_GROUPS = "removeFromAllGroups"
     GRANT = "grant"
     REVOKE = "revoke"
+    #: cluster only: the owner of a suspended reliable session hands it over to the node it resumes on
+    RELEASE = "release"
 
 
 class Scope(enum.Enum):
@@ -87,6 +92,11 @@ class Command:
     permission: str | None = None
     permission_target: str | None = None
     stream: StreamInfo | None = None
+    #: cluster only, never on the wire: the position of a SEND in the cluster-wide message order
+    #: (0 = not sequenced yet: the publishing node's local-first delivery)
+    seq: int = 0
+    #: cluster only: this node's own SEND coming back from Redis (for its reliable connections)
+    echo: bool = False
 
 
 _KINDS = {Scope.GROUP: "g", Scope.USER: "u", Scope.CONNECTION: "c"}
@@ -111,8 +121,14 @@ class BrokerHandler(Protocol):
     def handle_command(self, command: Command) -> None:
         """Apply a command to this node's local connections. Must not block or raise."""
 
+    def wants_echo(self) -> bool:
+        """True while the node has reliable connections (a sequenced broker hands it its own SENDs)."""
+
 
 class Broker(Protocol):
+    #: True when SENDs get a cluster-wide sequence number and are kept for reliable-session failover
+    sequenced: bool
+
     async def start(self, handler: BrokerHandler) -> None: ...
 
     async def publish(self, command: Command) -> None: ...
@@ -127,6 +143,9 @@ class Broker(Protocol):
 
     def healthy(self) -> bool: ...
 
+    async def sync(self) -> None:
+        """Wait until every subscription and write this node made so far reached the backplane."""
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionRecord:
@@ -139,6 +158,45 @@ class ConnectionRecord:
     roles: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     connection_state: str | None = None
+    #: reliable connections (cluster): what another node needs to resume the session
+    reconnection_token: str | None = None
+    claims: dict[str, list[str]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Adoption:
+    """A reliable session this node took over from another (dead or releasing) node."""
+
+    record: ConnectionRecord
+    #: the last sequence id the previous owner stamped (0: none)
+    last_sequence_id: int
+    #: its unacknowledged frames, sequence ids ``last_sequence_id - len(frames) + 1 ..``
+    frames: tuple[bytes, ...]
+    #: position in the cluster-wide SEND order up to which the session has its messages
+    watermark: int
+    #: False when the copied replay buffer has gaps: the session cannot be recovered
+    complete: bool = True
+    #: group -> position when the session joined it (a replay skips the group's earlier SENDs)
+    joined: dict[str, int] = field(default_factory=dict)
+
+
+class ReplayGap(Exception):
+    """Messages a resuming reliable session needs are no longer kept (it cannot be recovered)."""
+
+
+class ReliableMirror(Protocol):
+    """Where a reliable session's replay buffer is copied so another node can take it over."""
+
+    def reliable_frame(
+        self, hub: str, connection_id: str, sequence_id: int, watermark: int, data: bytes
+    ) -> None:
+        """A frame was stamped (in order, fire and forget)."""
+
+    def reliable_acked(self, hub: str, connection_id: str, sequence_id: int) -> None:
+        """The client acknowledged everything up to ``sequence_id``."""
+
+    def reliable_joined(self, hub: str, connection_id: str, group: str) -> None:
+        """The session joined ``group`` (its position in the SEND order is kept for replays)."""
 
 
 class LocalView(Protocol):
@@ -166,6 +224,9 @@ class LocalView(Protocol):
     def evicted(self, reason: str) -> None:
         """The cluster declared this node dead: end local connections without further events."""
 
+    def taken_over(self, hub: str, connection_id: str) -> None:
+        """A local reliable session was resumed on another node (while this one was cut off): drop it."""
+
 
 class Presence(Protocol):
     """Cluster-wide answers to the REST queries; fed by the node's local changes.
@@ -188,6 +249,20 @@ class Presence(Protocol):
     def group_left(self, hub: str, connection_id: str, group: str) -> None: ...
 
     def roles_changed(self, hub: str, connection_id: str, roles: Sequence[str]) -> None: ...
+
+    # -- reliable sessions across nodes (cluster; the memory presence has no other node) --------
+
+    def mirror(self) -> ReliableMirror | None:
+        """Where reliable sessions copy their replay buffer (None: single node, nothing to copy)."""
+
+    def reliable_released(self, hub: str, connection_id: str) -> None:
+        """This node gave a suspended reliable session up for another node to take over."""
+
+    async def adopt(self, hub: str, connection_id: str, token: str) -> Adoption | None:
+        """Claim the reliable session of another node (None: no such session, or not ours to take)."""
+
+    async def replay(self, channels: Sequence[str], after: int, limit: int) -> list[tuple[int, Command]]:
+        """SENDs on ``channels`` after position ``after``, in cluster order (:class:`ReplayGap`: lost)."""
 
     async def connection_exists(self, hub: str, connection_id: str) -> bool: ...
 

@@ -7,6 +7,11 @@ Layout (version 1)::
     | 1 byte  | len (1B) | (UTF-8)     | u32, BE     | JSON object | (raw, the rest) |
     +---------+----------+-------------+-------------+-------------+-----------------+
 
+A SEND is published by a Redis script that gives it the next position in the
+cluster-wide order and prefixes the envelope with it: ``0x02``, the position in ASCII
+decimal, ``:``, then the envelope (:func:`split_sequenced`). The streams that keep SENDs
+for reliable-session failover hold the bare envelope under the entry id ``{position}-0``.
+
 The origin (the publishing node's id) sits at a fixed offset so a reader can skip its
 own echoes without parsing anything. The header holds the command's fields under short
 keys, omitting defaults; the payload is never base64-encoded. A reader rejects a version
@@ -24,9 +29,11 @@ import orjson
 from hubbub.broker.base import Command, Op, Scope
 from hubbub.protocols.events import DataType, Payload, StreamInfo
 
-__all__ = ["VERSION", "EnvelopeError", "decode", "encode", "origin_of"]
+__all__ = ["SEQUENCED", "VERSION", "EnvelopeError", "decode", "encode", "origin_of", "split_sequenced"]
 
 VERSION = 1
+#: first byte of a SEND that carries its cluster-wide position
+SEQUENCED = 2
 _HEADER_LEN = struct.Struct(">I")
 _OPS = {op.value: op for op in Op}
 _SCOPES = {scope.value: scope for scope in Scope}
@@ -88,6 +95,17 @@ def origin_of(data: bytes) -> bytes:
     return data[2 : 2 + data[1]]
 
 
+def split_sequenced(data: bytes) -> tuple[int, bytes]:
+    """``(position, envelope)`` of a sequenced SEND (``0x02 <digits> : envelope``)."""
+    end = data.find(b":", 1, 24)
+    if data[:1] != b"\x02" or end < 2:
+        raise EnvelopeError("not a sequenced envelope")
+    try:
+        return int(data[1:end]), data[end + 1 :]
+    except ValueError:
+        raise EnvelopeError("malformed sequence number") from None
+
+
 def _str(header: dict[str, Any], key: str) -> str | None:
     value = header.get(key)
     if value is None or isinstance(value, str):
@@ -117,8 +135,11 @@ def _stream(header: dict[str, Any]) -> StreamInfo | None:
     return StreamInfo(stream_id, sequence_id, end, name, message, code)
 
 
-def decode(data: bytes) -> tuple[Command, str]:
-    """``(command, origin node id)`` of an envelope; :class:`EnvelopeError` if it is not one."""
+def decode(data: bytes, seq: int = 0, echo: bool = False) -> tuple[Command, str]:
+    """``(command, origin node id)`` of an envelope; :class:`EnvelopeError` if it is not one.
+
+    ``seq`` and ``echo`` are copied into the command (they are not part of the envelope).
+    """
     if not data:
         raise EnvelopeError("empty envelope")
     if data[0] != VERSION:
@@ -164,5 +185,7 @@ def decode(data: bytes) -> tuple[Command, str]:
         permission=_str(header, "p"),
         permission_target=_str(header, "pt"),
         stream=_stream(header),
+        seq=seq,
+        echo=echo,
     )
     return command, origin

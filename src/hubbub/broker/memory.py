@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hubbub.auth import Permission
-from hubbub.broker.base import BrokerHandler, Command, ConnectionRecord, LocalView
+from hubbub.broker.base import Adoption, BrokerHandler, Command, ConnectionRecord, LocalView, ReliableMirror
 from hubbub.errors import BrokerUnavailable
 
 __all__ = ["MemoryBroker", "MemoryPresence"]
 
 
 class MemoryBroker:
+    sequenced = False
+
     def __init__(self) -> None:
         self._handler: BrokerHandler | None = None
 
@@ -34,6 +36,9 @@ class MemoryBroker:
 
     def healthy(self) -> bool:
         return self._handler is not None
+
+    async def sync(self) -> None:
+        pass
 
 
 class MemoryPresence:
@@ -68,6 +73,18 @@ class MemoryPresence:
 
     def roles_changed(self, hub: str, connection_id: str, roles: Sequence[str]) -> None:
         pass
+
+    def mirror(self) -> ReliableMirror | None:
+        return None
+
+    def reliable_released(self, hub: str, connection_id: str) -> None:
+        pass
+
+    async def adopt(self, hub: str, connection_id: str, token: str) -> Adoption | None:
+        return None
+
+    async def replay(self, channels: Sequence[str], after: int, limit: int) -> list[tuple[int, Command]]:
+        return []
 
     async def connection_exists(self, hub: str, connection_id: str) -> bool:
         return self.view.local_connection_exists(hub, connection_id)

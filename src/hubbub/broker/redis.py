@@ -32,12 +32,13 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from hubbub.broker.base import BrokerHandler, Command, command_channel
-from hubbub.broker.envelope import VERSION, EnvelopeError, decode, encode
-from hubbub.broker.redis_presence import RedisPresence, node_channel
+from hubbub.broker.base import BrokerHandler, Command, Op, command_channel
+from hubbub.broker.envelope import VERSION, EnvelopeError, decode, encode, split_sequenced
+from hubbub.broker.redis_presence import PUBLISH_SHA, RedisPresence, node_channel, stream_key
 from hubbub.broker.resp import RespError
 from hubbub.broker.wire import MAX_BUFFERED_BYTES, Endpoint, RespConnection
 from hubbub.errors import BrokerUnavailable
+from hubbub.protocols.reliable import MAX_BUFFERED_MESSAGES
 
 __all__ = ["RedisBroker"]
 
@@ -55,7 +56,12 @@ class RedisBroker:
         heartbeat_interval: seconds between liveness heartbeats (and dead-node checks).
         node_ttl: a node whose heartbeat is this old is dead; its connections are removed.
         max_backoff: cap of the reconnect delay, in seconds.
+        reliable_retention: seconds a reliable session of a dead node waits for its client to resume
+            it on another node (and how long the SENDs it may need are kept after the last one).
+        replay_messages: SENDs kept per channel for reliable sessions that resume on another node.
     """
+
+    sequenced = True
 
     def __init__(
         self,
@@ -67,6 +73,8 @@ class RedisBroker:
         min_backoff: float = 0.05,
         max_backoff: float = 5.0,
         start_timeout: float = 10.0,
+        reliable_retention: float = 30.0,
+        replay_messages: int = MAX_BUFFERED_MESSAGES,
     ) -> None:
         node_id = node_id or secrets.token_hex(6)
         if not 0 < len(node_id) <= 64 or any(c in node_id for c in " \n\r\t:"):
@@ -80,6 +88,10 @@ class RedisBroker:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.start_timeout = start_timeout
+        self.reliable_retention = reliable_retention
+        self.replay_messages = replay_messages
+        # a stream outlives the retention of any session that may need it, plus the time to notice a death
+        self._replay_ttl_ms = int((reliable_retention + 2 * node_ttl + 60) * 1000)
         self._endpoint = Endpoint.from_url(url)
         self._origin = node_id.encode("utf-8")
         self._origin_end = 2 + len(self._origin)
@@ -150,9 +162,22 @@ class RedisBroker:
         if writer.buffered() > MAX_BUFFERED_BYTES:
             raise BrokerUnavailable("The Redis backplane is not keeping up; retry later.")
         data = encode(command, self.node_id)
-        handler.handle_command(command)  # local connections first
+        handler.handle_command(command)  # local connections first (reliable ones: when it comes back)
+        ch = command_channel(command)
         try:
-            await writer.send(b"PUBLISH", command_channel(command), data)
+            if command.op is Op.SEND:  # numbered and kept for reliable sessions that move to another node
+                await writer.send(
+                    b"EVALSHA",
+                    PUBLISH_SHA,
+                    2,
+                    ch,
+                    stream_key(ch),
+                    data,
+                    self.replay_messages,
+                    self._replay_ttl_ms,
+                )
+            else:
+                await writer.send(b"PUBLISH", ch, data)
         except (ConnectionError, RespError) as exc:
             log.warning("publish to redis failed: %s", exc)
             raise BrokerUnavailable(
@@ -190,6 +215,9 @@ class RedisBroker:
     # -- the reader -------------------------------------------------------------------------
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
+        if data[:1] == b"\x02":
+            self._on_sequenced(channel, data)
+            return
         if (
             data[:1] == b"\x01"
             and data[2 : self._origin_end] == self._origin
@@ -206,6 +234,23 @@ class RedisBroker:
             log.warning(
                 "dropped a message on %r: %s (envelope version %s, ours %d)", channel, exc, version, VERSION
             )
+            return
+        handler.handle_command(command)
+
+    def _on_sequenced(self, channel: bytes, data: bytes) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        try:
+            seq, envelope = split_sequenced(data)
+            echo = envelope[2 : self._origin_end] == self._origin and envelope[1:2] == bytes(
+                (len(self._origin),)
+            )
+            if echo and not handler.wants_echo():
+                return  # applied locally already, and no reliable connection is waiting for it
+            command, _origin = decode(envelope, seq, echo)
+        except EnvelopeError as exc:
+            log.warning("dropped a message on %r: %s", channel, exc)
             return
         handler.handle_command(command)
 

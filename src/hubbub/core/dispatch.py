@@ -82,8 +82,7 @@ class Dispatcher:
             session.push(session.codec.encode_pong())
             return
         if isinstance(request, SequenceAck):
-            if session.reliable is not None:
-                session.reliable.ack(request.sequence_id)
+            session.acknowledge(request.sequence_id)
             return
         if isinstance(request, (StreamStart, StreamData, StreamEnd)):
             # stream requests carry no ackId: their answers are streamAck / streamNack / streamClosed

@@ -16,11 +16,21 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 
 from hubbub.auth import Permission
-from hubbub.broker.base import Broker, Command, ConnectionRecord, Op, Presence, Scope, channel
+from hubbub.broker.base import (
+    Broker,
+    Command,
+    ConnectionRecord,
+    Op,
+    Presence,
+    ReplayGap,
+    Scope,
+    channel,
+)
 from hubbub.broker.memory import MemoryPresence
 from hubbub.core.fanout import deliver
 from hubbub.core.hub import Hub
 from hubbub.core.session import Link, Session
+from hubbub.errors import BrokerUnavailable
 from hubbub.filters import Filter, parse_filter
 from hubbub.protocols import CODECS, SIMPLE
 from hubbub.protocols.events import DataMessage, Disconnected, Payload, StreamInfo
@@ -46,7 +56,20 @@ def _record(session: Session) -> ConnectionRecord:
         session.permissions.roles(),
         tuple(session.groups),
         session.connection_state,
+        session.reconnection_token,
+        session.claims if session.reliable is not None else None,
     )
+
+
+def _wants(session: Session, command: Command) -> bool:
+    """Whether a SEND's ``excluded`` / ``noEcho`` / ``filter`` let it through to ``session``."""
+    sid = session.id
+    if sid in command.excluded or (command.no_echo and sid == command.from_connection_id):
+        return False
+    stream = command.stream
+    if stream is not None and stream.end and not session.codec.streams:
+        return False  # an end-of-stream marker (no data) only for clients that know streams
+    return not command.filter or _cached_filter(command.filter).matches(session.user_id, sid, session.groups)
 
 
 class Node:
@@ -58,6 +81,11 @@ class Node:
         self.on_attach: list[SessionHook] = []
         self.on_detach: list[SessionHook] = []
         self._expiry: dict[str, asyncio.TimerHandle] = {}
+        #: cluster mode: SENDs carry their cluster-wide position and reliable sessions are mirrored
+        self.sequenced = broker.sequenced
+        self._mirror = self.presence.mirror() if self.sequenced else None
+        #: local reliable sessions (cluster mode: they get SENDs when they come back from Redis)
+        self._reliable = 0
 
     async def start(self) -> None:
         await self.presence.start(self)
@@ -69,7 +97,12 @@ class Node:
         self._expiry.clear()
         for hub in list(self.hubs.values()):
             for session in list(hub.connections.values()):
-                self._close_session(session, reason, code=1001)
+                if session.mirror is not None and not session.closed:
+                    # cluster: the client resumes it on another node (no `disconnected`; 1001 is
+                    # recoverable for the official clients); it ends there after the retention if not
+                    self._release(session, 1001, reason)
+                else:
+                    self._close_session(session, reason, code=1001)
         await self.presence.close()
         await self.broker.close()
 
@@ -86,8 +119,11 @@ class Node:
     def find_hub(self, name: str) -> Hub | None:
         return self.hubs.get(name.lower())
 
-    def attach(self, session: Session, groups: Iterable[str] = ()) -> None:
+    def attach(self, session: Session, groups: Iterable[str] = (), *, hooks: bool = True) -> None:
         hub = self.hub(session.hub)
+        if session.reliable is not None and self.sequenced:
+            session.mirror = self._mirror
+            self._reliable += 1
         user = session.user_id
         if user is not None and user not in hub.users:
             self.broker.subscribe(channel(hub.name, Scope.USER, user))
@@ -96,19 +132,26 @@ class Node:
         self.presence.connection_added(_record(session))
         for group in groups:
             self._join(hub, session, group)
-        for hook in self.on_attach:
-            hook(session, None)
+        if hooks:
+            for hook in self.on_attach:
+                hook(session, None)
 
-    def detach(self, session: Session, reason: str | None = None, *, hooks: bool = True) -> None:
+    def detach(
+        self, session: Session, reason: str | None = None, *, hooks: bool = True, forget: bool = True
+    ) -> None:
+        """Remove a local session; ``forget=False`` keeps its cluster record (another node takes it)."""
         hub = self.find_hub(session.hub)
         if hub is None or hub.connections.get(session.id) is not session:
             return
+        if session.mirror is not None:
+            self._reliable -= 1
         for group in hub.remove(session):
             self.broker.unsubscribe(channel(hub.name, Scope.GROUP, group))
         self.broker.unsubscribe(channel(hub.name, Scope.CONNECTION, session.id))
         if session.user_id is not None and session.user_id not in hub.users:
             self.broker.unsubscribe(channel(hub.name, Scope.USER, session.user_id))
-        self.presence.connection_removed(session.hub, session.id, session.user_id)
+        if forget:
+            self.presence.connection_removed(session.hub, session.id, session.user_id)
         if not hub.connections:
             del self.hubs[hub.name.lower()]
             self.broker.unsubscribe(channel(hub.name, Scope.ALL))
@@ -142,6 +185,121 @@ class Node:
             session.closed = True
             self.detach(session, "The reliable session expired")
 
+    def wants_echo(self) -> bool:
+        return self._reliable > 0
+
+    async def adopt(
+        self, hub: str, connection_id: str, token: str, retention_seconds: float
+    ) -> Session | None:
+        """Cluster: take over a reliable session another node held (dead, or handing it over).
+
+        The session is rebuilt from its record and mirrored replay buffer, subscribed, then
+        caught up with the SENDs it missed (kept in Redis); it is returned suspended, ready
+        for :meth:`resume`. None when there is no such session or it cannot be recovered.
+        """
+        if not self.sequenced:
+            return None
+        adoption = await self.presence.adopt(hub, connection_id, token)
+        if adoption is None:
+            return None
+        record = adoption.record
+        session = Session(
+            record.hub,
+            CODECS.get(record.subprotocol or "", SIMPLE),
+            None,
+            user_id=record.user_id,
+            roles=record.roles,
+            subprotocol=record.subprotocol,
+            claims=record.claims,
+            connection_id=connection_id,
+        )
+        session.connection_state = record.connection_state
+        session.reconnection_token = token
+        state = session.reliable
+        if state is None:  # not a reliable subprotocol after all: end it
+            session.closed = True
+            self.connections_lost([record], "The session cannot be recovered")
+            return None
+        state.next_id = adoption.last_sequence_id - len(adoption.frames) + 1
+        for data in adoption.frames:
+            state.record(state.stamp(), data)
+        state.acked = state.next_id - len(adoption.frames) - 1
+        session.watermark = adoption.watermark
+        session.catching_up = []
+        self.attach(session, record.groups, hooks=False)
+        try:
+            if not adoption.complete:
+                raise ReplayGap("the replay buffer is incomplete")
+            await self.broker.sync()  # every channel of the session is subscribed from here on
+            channels = [channel(hub, Scope.ALL), channel(hub, Scope.CONNECTION, connection_id)]
+            if session.user_id is not None:
+                channels.append(channel(hub, Scope.USER, session.user_id))
+            channels += [channel(hub, Scope.GROUP, g) for g in sorted(session.groups)]
+            missed = await self.presence.replay(channels, session.watermark, state.max_messages)
+        except (ReplayGap, BrokerUnavailable) as exc:
+            log.info("hub %s: reliable session %s cannot be recovered: %s", hub, connection_id, exc)
+            missed = None
+        queued, session.catching_up = session.catching_up, None
+        if missed is not None:
+            joined = adoption.joined
+            for seq, command in missed:
+                if command.scope is Scope.GROUP and seq <= joined.get(command.target or "", 0):
+                    continue  # sent to the group before the session joined it
+                self._catch_up(session, seq, command)
+            for seq, command in sorted(queued, key=lambda item: item[0]):
+                if seq > session.watermark:
+                    self._catch_up(session, seq, command)
+        if missed is None or session.closed:
+            session.closed = True
+            self.detach(session, "The reliable session could not be recovered")
+            return None
+        self.suspend(session, retention_seconds)
+        log.info(
+            "hub %s: took over reliable session %s (%d messages caught up)", hub, connection_id, len(missed)
+        )
+        return session
+
+    def _catch_up(self, session: Session, seq: int, command: Command) -> None:
+        if (
+            session.closed
+            or command.op is not Op.SEND
+            or command.payload is None
+            or not _wants(session, command)
+        ):
+            return
+        message = DataMessage(
+            command.payload,
+            group=command.target if command.scope is Scope.GROUP else None,
+            from_user_id=command.from_user_id,
+        )
+        session.watermark = seq
+        session.write_sequenced(session.codec.message_body(message))
+
+    def _release(
+        self, session: Session, code: int = 1000, reason: str = "The session resumed on another service node"
+    ) -> None:
+        """Let another node resume this reliable session (no events); close its socket if any."""
+        timer = self._expiry.pop(session.id, None)
+        if timer is not None:
+            timer.cancel()
+        old, session.link = session.link, None
+        session.closed = True
+        self.detach(session, hooks=False, forget=False)
+        self.presence.reliable_released(session.hub, session.id)
+        if old is not None:
+            old.close(code, reason)
+
+    def taken_over(self, hub: str, connection_id: str) -> None:
+        """The cluster says another node resumed this session (while we were cut off): drop it."""
+        session = self.session(hub, connection_id)
+        if session is None:
+            return
+        timer = self._expiry.pop(session.id, None)
+        if timer is not None:
+            timer.cancel()
+        session.close(1000, "The session resumed on another service node")
+        self.detach(session, hooks=False, forget=False)
+
     def join_local(self, session: Session, group: str) -> None:
         self._join(self.hub(session.hub), session, group)
 
@@ -157,6 +315,8 @@ class Node:
             # written to the broker before the caller acknowledges the join (see broker.wire)
             self.broker.subscribe(channel(hub.name, Scope.GROUP, group))
         self.presence.group_joined(session.hub, session.id, session.user_id, group)
+        if session.mirror is not None:
+            session.mirror.reliable_joined(session.hub, session.id, group)
 
     def _leave(self, hub: Hub, session: Session, group: str) -> None:
         if group not in session.groups:
@@ -328,6 +488,11 @@ class Node:
             if command.stream is not None and command.stream.end and not command.payload.data:
                 # an end-of-stream marker has no data: only clients that know streams get it
                 targets = [s for s in targets if s.codec.streams]
+            if self._reliable:  # cluster mode with local reliable sessions
+                self._send_sequenced(command, message, targets)
+                return
+            if command.echo:
+                return
             deliver(
                 message,
                 targets,
@@ -335,6 +500,10 @@ class Node:
                 filter=_cached_filter(command.filter) if command.filter else None,
                 skip=command.from_connection_id if command.no_echo else None,
             )
+        elif op is Op.RELEASE:
+            for session in self._selected(hub, command):
+                if session.reliable is not None and self.sequenced:
+                    self._release(session)
         elif op is Op.CLOSE:
             for session in self._selected(hub, command):
                 self._close_session(session, command.reason or "")
@@ -358,6 +527,42 @@ class Node:
                 else:
                     session.permissions.revoke(permission, command.permission_target)
                 self.presence.roles_changed(session.hub, session.id, session.permissions.roles())
+
+    def _send_sequenced(self, command: Command, message: DataMessage, targets: Iterable[Session]) -> None:
+        """Cluster mode: plain sessions get a SEND at once (local first), reliable ones in cluster order.
+
+        A reliable session only takes SENDs that carry their position (from Redis, this node's own
+        included), so what it got is exactly a prefix of that order: the part another node must
+        replay if this one dies. Its copy of the replay buffer is written on the way
+        (:meth:`Session.write_sequenced`).
+        """
+        targets = list(targets)
+        if not command.echo:
+            deliver(
+                message,
+                [s for s in targets if s.reliable is None],
+                excluded=frozenset(command.excluded),
+                filter=_cached_filter(command.filter) if command.filter else None,
+                skip=command.from_connection_id if command.no_echo else None,
+            )
+        seq = command.seq
+        if not seq:
+            return
+        bodies: dict[int, bytes] = {}
+        for session in targets:
+            if session.reliable is None:
+                continue
+            if session.catching_up is not None:
+                session.catching_up.append((seq, command))
+                continue
+            if session.closed or not _wants(session, command):
+                continue
+            codec = session.codec
+            body = bodies.get(id(codec))
+            if body is None:
+                body = bodies[id(codec)] = codec.message_body(message)
+            session.watermark = seq
+            session.write_sequenced(body)
 
     def _close_session(self, session: Session, reason: str, code: int = 1000, *, hooks: bool = True) -> None:
         session.push(session.codec.encode_disconnected(Disconnected(reason)))

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from hubbub.auth import Permissions
+from hubbub.broker.base import Command, ReliableMirror
 from hubbub.protocols.base import Codec, Encoded
 from hubbub.protocols.events import DataMessage
 from hubbub.protocols.framing import OP_BINARY, OP_TEXT, frame
@@ -50,6 +51,7 @@ class Session:
     __slots__ = (
         "_ack_order",
         "acked",
+        "catching_up",
         "claims",
         "closed",
         "codec",
@@ -58,11 +60,13 @@ class Session:
         "hub",
         "id",
         "link",
+        "mirror",
         "permissions",
         "reconnection_token",
         "reliable",
         "subprotocol",
         "user_id",
+        "watermark",
     )
 
     def __init__(
@@ -93,6 +97,12 @@ class Session:
         self.closed = False
         self.reliable = ReliableState() if codec.reliable else None
         self.reconnection_token = secrets.token_urlsafe(24) if codec.reliable else None
+        #: cluster only: where the replay buffer is copied (None on a single node: no extra work)
+        self.mirror: ReliableMirror | None = None
+        #: cluster only: position of the last SEND delivered, in the cluster-wide order
+        self.watermark = 0
+        #: cluster only: SENDs that arrived while a taken-over session is being caught up
+        self.catching_up: list[tuple[int, Command]] | None = None
 
     def __repr__(self) -> str:
         return f"<Session {self.hub}/{self.id} user={self.user_id!r}>"
@@ -147,7 +157,21 @@ class Session:
             )
             self.close(1008, "The reliable message buffer is full")
             return
+        mirror = self.mirror
+        if mirror is not None:
+            mirror.reliable_frame(self.hub, self.id, sequence_id, self.watermark, data)
         self.write_frame(data)
+
+    def acknowledge(self, sequence_id: int) -> None:
+        """The client's cumulative ``sequenceAck``."""
+        state = self.reliable
+        if state is None:
+            return
+        before = state.acked
+        state.ack(sequence_id)
+        mirror = self.mirror
+        if mirror is not None and state.acked > before:
+            mirror.reliable_acked(self.hub, self.id, state.acked)
 
     def push_data(self, message: DataMessage) -> None:
         """Send one data message to this connection alone (reply to a user event, ...)."""

@@ -28,7 +28,16 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from hubbub.auth import Permission
-from hubbub.broker.base import Broker, BrokerHandler, Command, ConnectionRecord, LocalView, Presence
+from hubbub.broker.base import (
+    Adoption,
+    Broker,
+    BrokerHandler,
+    Command,
+    ConnectionRecord,
+    LocalView,
+    Presence,
+    ReliableMirror,
+)
 from hubbub.errors import BrokerUnavailable
 
 __all__ = [
@@ -89,7 +98,12 @@ class LostRouter:
 
 
 class NamespacedBroker:
-    """:class:`~hubbub.broker.base.Broker` that prefixes hub names on the way to ``inner``."""
+    """:class:`~hubbub.broker.base.Broker` that prefixes hub names on the way to ``inner``.
+
+    SignalR has no reliable sessions: its node never needs SENDs in cluster order or replays.
+    """
+
+    sequenced = False
 
     def __init__(self, inner: Broker) -> None:
         self.inner = inner
@@ -102,6 +116,9 @@ class NamespacedBroker:
     def handle_command(self, command: Command) -> None:
         if self._handler is not None and command.hub.startswith(PREFIX):
             self._handler.handle_command(dataclasses.replace(command, hub=_out(command.hub)))
+
+    def wants_echo(self) -> bool:
+        return False
 
     async def publish(self, command: Command) -> None:
         await self.inner.publish(dataclasses.replace(command, hub=_in(command.hub)))
@@ -117,6 +134,9 @@ class NamespacedBroker:
 
     def healthy(self) -> bool:
         return self.inner.healthy()
+
+    async def sync(self) -> None:
+        await self.inner.sync()
 
 
 class NamespacedPresence:
@@ -153,6 +173,20 @@ class NamespacedPresence:
 
     def roles_changed(self, hub: str, connection_id: str, roles: Sequence[str]) -> None:
         self.inner.roles_changed(_in(hub), connection_id, roles)
+
+    # -- reliable sessions: SignalR has none ---------------------------------------------------
+
+    def mirror(self) -> ReliableMirror | None:
+        return None
+
+    def reliable_released(self, hub: str, connection_id: str) -> None:
+        pass
+
+    async def adopt(self, hub: str, connection_id: str, token: str) -> Adoption | None:
+        return None
+
+    async def replay(self, channels: Sequence[str], after: int, limit: int) -> list[tuple[int, Command]]:
+        return []
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -209,6 +243,9 @@ class NamespacedPresence:
     def evicted(self, reason: str) -> None:
         self._local().evicted(reason)
 
+    def taken_over(self, hub: str, connection_id: str) -> None:
+        self._local().taken_over(_out(hub), connection_id)
+
 
 class WebPubSubPresence:
     """Web PubSub's presence, unchanged but for lost connections, which go through the :class:`LostRouter`."""
@@ -240,6 +277,18 @@ class WebPubSubPresence:
 
     def roles_changed(self, hub: str, connection_id: str, roles: Sequence[str]) -> None:
         self.inner.roles_changed(hub, connection_id, roles)
+
+    def mirror(self) -> ReliableMirror | None:
+        return self.inner.mirror()
+
+    def reliable_released(self, hub: str, connection_id: str) -> None:
+        self.inner.reliable_released(hub, connection_id)
+
+    async def adopt(self, hub: str, connection_id: str, token: str) -> Adoption | None:
+        return await self.inner.adopt(hub, connection_id, token)
+
+    async def replay(self, channels: Sequence[str], after: int, limit: int) -> list[tuple[int, Command]]:
+        return await self.inner.replay(channels, after, limit)
 
     async def connection_exists(self, hub: str, connection_id: str) -> bool:
         return await self.inner.connection_exists(hub, connection_id)
@@ -287,6 +336,9 @@ class WebPubSubPresence:
 
     def evicted(self, reason: str) -> None:
         self._local().evicted(reason)
+
+    def taken_over(self, hub: str, connection_id: str) -> None:
+        self._local().taken_over(hub, connection_id)
 
 
 class SharedUserGroups:

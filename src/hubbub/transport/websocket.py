@@ -397,6 +397,13 @@ class ClientEndpoint:
         connection_id = request.query.get("awps_connection_id", "")
         token = request.query.get("awps_reconnection_token", "")
         session = self.node.session(hub, connection_id)
+        if session is None and token:  # cluster: the session may be held by another (dead) node
+            try:
+                session = await self.node.adopt(
+                    hub, connection_id, token, self.config.reliable_retention_seconds
+                )
+            except HubbubError as exc:
+                log.warning("hub %s: could not take over connection %s: %s", hub, connection_id, exc.message)
         offered = _offered_subprotocols(request)
         usable = (
             session is not None
