@@ -518,27 +518,58 @@ class Suite:
             log(f"  {name} failed: {e!r}")
             self.notes[name] = f"failed: {e}"
 
+    def start(self, name: str) -> Target:
+        return start_hubbub(self.server_cpu) if name == "hubbub" else start_peer(name, self.server_cpu)
+
     async def broadcast(self) -> None:
+        """hubbub and every peer, all up at once with their clients; the rounds are interleaved (round 1 of
+        each server, then round 2 of each...) so that noise from a shared machine hits them alike."""
         names = ["hubbub"] + ([] if self.peers_skip else list(PEERS))
         if self.peers_skip:
             self.notes["peers"] = f"peers not measured: {self.peers_skip}"
-        for n in self.args.clients:
-            for name in names:
-                start = (
-                    (lambda: start_hubbub(self.server_cpu))
-                    if name == "hubbub"
-                    else (lambda name=name: start_peer(name, self.server_cpu))
-                )  # type: ignore[misc]
-                try:
-                    with self.target(start) as t:
+        args = self.args
+        for n in args.clients:
+            async with contextlib.AsyncExitStack() as stack:
+                live: list[tuple[Target, list[LoadGen], Publisher]] = []
+                for name in names:
+                    try:
+                        t = stack.enter_context(self.target(lambda name=name: self.start(name)))  # type: ignore[misc]
+                        log(f"  broadcast: {name}, N={n:,}")
+                        gens = open_loadgens(n, t.ws_port, t.ws_path, t.protocol, self.client_cpu, t.socketio)
+                        for g in gens:
+                            stack.callback(g.close)
+                        live.append((t, gens, await stack.enter_async_context(rest_publisher(t))))
+                    except Exception as e:
+                        log(f"  broadcast {name} N={n} failed: {e!r}")
+                        self.notes[f"broadcast {name} N={n}"] = f"failed: {e}"
+                sizes: dict[str, int] = {}
+                rounds: dict[str, list[Round]] = {}
+                failed: set[str] = set()
+                for rep in range(args.repeat + 1):
+                    for t, gens, publish in live:
+                        if t.name in failed:
+                            continue
+                        try:
+                            if rep == 0:
+                                warm = await fanout_round(t, gens, publish, args.warmup, args.size)
+                                sizes[t.name] = max(
+                                    args.min_messages,
+                                    min(args.max_messages, int(warm.rate * ROUND_SECONDS / n)),
+                                )
+                                rounds[t.name] = []
+                            else:
+                                rounds[t.name].append(
+                                    await fanout_round(t, gens, publish, sizes[t.name], args.size)
+                                )
+                        except Exception as e:
+                            log(f"  broadcast {t.name} N={n} failed: {e!r}")
+                            self.notes[f"broadcast {t.name} N={n}"] = f"failed: {e}"
+                            failed.add(t.name)
+                for t, _, _ in live:
+                    if rounds.get(t.name) and len(rounds[t.name]) == args.repeat:
                         self.results.append(
-                            await measure_fanout(
-                                self.args, "broadcast", t, n, self.args.size, client_cpu=self.client_cpu
-                            )
+                            Measurement("broadcast", t.name, n, "deliveries/s", rounds[t.name])
                         )
-                except Exception as e:
-                    log(f"  broadcast {name} N={n} failed: {e!r}")
-                    self.notes[f"broadcast {name} N={n}"] = f"failed: {e}"
 
     async def broadcast_2k(self) -> None:
         n = self.args.clients[0]
@@ -699,13 +730,8 @@ class Suite:
         for name in targets:
             if name != "hubbub" and self.peers_skip:
                 continue
-            start = (
-                (lambda: start_hubbub(self.server_cpu))
-                if name == "hubbub"
-                else (lambda name=name: start_peer(name, self.server_cpu))
-            )  # type: ignore[misc]
             try:
-                with self.target(start) as t:
+                with self.target(lambda name=name: self.start(name)) as t:  # type: ignore[misc]
                     time.sleep(0.5)
                     before = rss_kib(t.proc.pid)
                     log(f"  memory: {name}, N={n:,}" + (f", held {hold:.0f} s" if hold else ""))
@@ -1110,7 +1136,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--memory-clients", type=int, default=10_000)
-    p.add_argument("--echo-clients", type=int, default=100, help="connections, one event in flight each")
+    p.add_argument("--echo-clients", type=int, default=50, help="connections, one event in flight each")
     p.add_argument("--echo-seconds", type=float, default=3.0)
     p.add_argument("--only", default="", help="comma-separated scenario names")
     p.add_argument("--no-peers", action="store_true")
