@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -1121,7 +1122,22 @@ async def main(args: argparse.Namespace, command: str) -> int:
     problem = chart(out)
     if problem:
         log(problem)
+    if out.resolve() == (BENCH / "results").resolve() and not args.only and not args.smoke:
+        update_docs(text)
     return 0
+
+
+def update_docs(text: str) -> None:
+    """Put the latest table into docs/performance.md, between its bench:latest markers."""
+    doc_path = ROOT / "docs" / "performance.md"
+    doc = doc_path.read_text()
+    start = doc.find("<!-- bench:latest:start")
+    end = doc.find("<!-- bench:latest:end -->")
+    if start < 0 or end < 0:
+        return
+    start = doc.index("-->", start) + 3
+    body = text.split("\n", 2)[2].strip("\n")  # without the "# hubbub benchmark results" title
+    doc_path.write_text(doc[:start] + "\n" + body + "\n" + doc[end:])
 
 
 async def _memory_workers(self: Suite, n: int, hold: float = 600.0) -> None:
@@ -1189,5 +1205,5 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    cmd = " ".join([".venv/bin/python bench/run.py", *sys.argv[1:]])
+    cmd = shlex.join([".venv/bin/python", "bench/run.py", *sys.argv[1:]])
     raise SystemExit(asyncio.run(main(parse(), cmd)))
