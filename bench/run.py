@@ -18,7 +18,7 @@ picows) are installed by the bench on first run into bench/.peers/ (a venv and a
 project dependencies). Results: a Markdown table printed and written to bench/results/latest.md, the
 raw figures to latest.json and a chart to latest.png (matplotlib, from the peers' venv).
 
-    .venv/bin/python bench/run.py            # the default run, ~10-15 minutes
+    .venv/bin/python bench/run.py            # the default run, 3-5 minutes here
     .venv/bin/python bench/run.py --full     # + 100k idle connections held for 10 minutes
     .venv/bin/python bench/run.py --smoke    # seconds, tiny N, no install, no pinning (make test)
 """
