@@ -439,7 +439,7 @@ async def fanout_round(
         await publish(i, body)
     loop = asyncio.get_running_loop()
     results = await asyncio.wait_for(
-        asyncio.gather(*(loop.run_in_executor(None, g.results, messages) for g in gens)), 600
+        asyncio.gather(*(loop.run_in_executor(None, g.results, messages) for g in gens)), 120
     )
     last = {i: max(r[0][i] for r in results) for i in range(messages)}
     elapsed = max(last.values()) - start
