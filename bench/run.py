@@ -34,6 +34,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -233,13 +234,36 @@ def open_loadgens(
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """Stop a server and everything it started (a multi-process server's workers and helpers too)."""
+    if proc.poll() is not None:
+        return
+    descendants = process_tree(proc.pid)[1:]
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    left = [pid for pid in descendants if Path(f"/proc/{pid}").exists()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # whatever the server left behind
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 5
+        while left and time.monotonic() < deadline:
+            time.sleep(0.1)
+            left = [pid for pid in left if _running(pid)]
+        if not left:
+            break
+        log(f"  processes left behind by the server: {left} ({sig.name} sent)")
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def pinned(cmd: list[str], cpu: int | None) -> list[str]:
