@@ -1125,8 +1125,11 @@ async def main(args: argparse.Namespace, command: str) -> int:
             [sys.executable, "-m", "hubbub", "serve", "--help"], capture_output=True, text=True
         ).stdout
         if "--workers" in help_text:
-            suite.notes.setdefault("memory 100k", "see the --workers memory row")
             await suite.run("memory-full", suite.memory_workers(100_000))
+            if not any(m.n >= 100_000 for m in suite.results):
+                suite.notes["memory 100k"] = "100,000 over --workers " + suite.notes.get(
+                    "memory-full", "failed"
+                )
         else:
             suite.notes["memory 100k"] = (
                 f"one hubbub process holds at most ~{PER_PROCESS_CONNECTIONS:,} (20,000 open files per "
