@@ -58,8 +58,10 @@ browser-deps:
 	    echo "chromium is missing and we are not root: the browser tests will be skipped"; \
 	  fi; }
 
-bench: setup
-	$(PY) bench/run.py
+# The benchmark suite (bench/run.py, docs/performance.md): installs its peers into bench/.peers/ on first
+# run; BENCH_ARGS="--full" adds the 100k / 10-minute idle hold.
+bench: setup redis-deps
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules .cache .pytest_cache .mypy_cache .ruff_cache
