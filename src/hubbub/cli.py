@@ -170,11 +170,16 @@ async def _run(
 ) -> int:
     broker = None
     if cluster is not None:  # --redis URL [--node-id ID]: one node of a cluster
-        from hubbub.broker.redis import RedisBroker
+        from hubbub.broker.redis import NODE_TTL, RedisBroker
         from hubbub.store_redis import RedisSettingsStore
+        from hubbub.workers import WORKER_NODE_TTL
 
+        # the workers of --workers N (they share the port) tolerate each other's stalls longer
+        node_ttl = WORKER_NODE_TTL if reuse_port else NODE_TTL
         try:
-            broker = RedisBroker(*cluster, reliable_retention=config.reliable_retention_seconds)
+            broker = RedisBroker(
+                *cluster, node_ttl=node_ttl, reliable_retention=config.reliable_retention_seconds
+            )
         except ValueError as exc:
             print(f"hubbub: --redis/--node-id: {exc}", file=sys.stderr)
             return 2

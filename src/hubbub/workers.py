@@ -38,6 +38,10 @@ _REDIS_START_SECONDS = 10.0
 #: A stopping worker gets this long (its own graceful shutdown takes at most ~5 s) before SIGKILL.
 _STOP_SECONDS = 15.0
 _POLL_SECONDS = 0.1
+#: Liveness TTL of a worker as a cluster node. Workers of one machine live and die together (the
+#: supervisor stops them all when one dies), so a worker starved of CPU for a few seconds (e.g. while
+#: thousands of connections arrive at once) must not be declared dead by its siblings.
+WORKER_NODE_TTL = 30.0
 
 
 @dataclass(frozen=True)

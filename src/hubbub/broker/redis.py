@@ -47,6 +47,10 @@ log = logging.getLogger("hubbub.broker.redis")
 _SUBSCRIBE_BATCH = 512
 
 
+#: seconds after its last heartbeat that a node is declared dead (its connections are then reaped)
+NODE_TTL = 5.0
+
+
 class RedisBroker:
     """:class:`~hubbub.broker.base.Broker` over Redis pub/sub; ``presence`` is its cluster presence.
 
@@ -69,7 +73,7 @@ class RedisBroker:
         node_id: str | None = None,
         *,
         heartbeat_interval: float = 1.0,
-        node_ttl: float = 5.0,
+        node_ttl: float = NODE_TTL,
         min_backoff: float = 0.05,
         max_backoff: float = 5.0,
         start_timeout: float = 10.0,
