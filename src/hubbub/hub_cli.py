@@ -30,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -196,7 +196,13 @@ def parse_upstream_template(words: Sequence[str]) -> dict[str, Any]:
     }
 
 
-class _TemplateAction(argparse.Action):
+class _AppendParsed(argparse.Action):
+    """A repeatable option whose words ``parse`` turns into one item (an az-style ``--event-handler``)."""
+
+    def __init__(self, *args: Any, parse: Callable[[list[str]], Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.parse = parse
+
     def __call__(
         self,
         parser: argparse.ArgumentParser,
@@ -206,28 +212,11 @@ class _TemplateAction(argparse.Action):
     ) -> None:
         words = [values] if isinstance(values, str) else list(values or ())
         try:
-            template = parse_upstream_template(words)
+            item = self.parse(words)
         except ValueError as exc:
             parser.error(str(exc))
-        templates = getattr(namespace, self.dest, None) or []
-        setattr(namespace, self.dest, [*templates, template])
-
-
-class _EventHandlerAction(argparse.Action):
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        words = [values] if isinstance(values, str) else list(values or ())
-        try:
-            handler = parse_event_handler(words)
-        except ValueError as exc:
-            parser.error(str(exc))
-        handlers = getattr(namespace, self.dest, None) or []
-        setattr(namespace, self.dest, [*handlers, handler])
+        items = getattr(namespace, self.dest, None) or []
+        setattr(namespace, self.dest, [*items, item])
 
 
 def _flag(text: str) -> bool:
@@ -337,7 +326,8 @@ def add_hub_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
             p.add_argument(
                 "--event-handler",
                 nargs="+",
-                action=_EventHandlerAction,
+                action=_AppendParsed,
+                parse=parse_event_handler,
                 metavar="KEY=VALUE",
                 help="url-template=URL [user-event-pattern=P] [system-event=E ...] [auth-type=T] "
                 "[auth-resource=R]; repeat the flag for several handlers (in order)",
@@ -421,7 +411,8 @@ def add_signalr_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
             p.add_argument(
                 "--template",
                 nargs="+",
-                action=_TemplateAction,
+                action=_AppendParsed,
+                parse=parse_upstream_template,
                 required=True,
                 metavar="KEY=VALUE",
                 help="url-template=URL [hub-pattern=P] [category-pattern=P] [event-pattern=P] "
