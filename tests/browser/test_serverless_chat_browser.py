@@ -23,34 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import BrowserContext, Page, Playwright, expect
 
+from tests.browser.conftest import ARTIFACTS, ROOT, TIMEOUT_MS, open_context
 from tests.support.server import Server, free_port, run_server, wait_for_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = ROOT / "samples" / "serverless-chat"
-ARTIFACTS = ROOT / "tests" / "artifacts"
 HUB = "simplechat"
-TIMEOUT_MS = 15_000
 
-if not CHROMIUM.exists() and os.geteuid() != 0:
-    pytest.skip(
-        f"{CHROMIUM} is missing and we are not root: install the Debian 'chromium' package "
-        "(make test does it when run as root)",
-        allow_module_level=True,
-    )
-
-from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright  # noqa: E402
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
@@ -122,23 +102,8 @@ def functions(service: Server, tmp_path_factory: pytest.TempPathFactory) -> Iter
             proc.stdout.close()
 
 
-@pytest.fixture
-def playwright() -> Iterator[Playwright]:
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing (make browser-deps installs it)"
-    with sync_playwright() as pw:
-        yield pw
-
-
 def _open_context(pw: Playwright, user_data_dir: Path) -> BrowserContext:
-    context = pw.chromium.launch_persistent_context(
-        str(user_data_dir),
-        executable_path=str(CHROMIUM),
-        headless=True,
-        args=CHROMIUM_ARGS,
-        viewport={"width": 900, "height": 600},
-    )
-    context.set_default_timeout(TIMEOUT_MS)
-    return context
+    return open_context(pw, user_data_dir, 900, 600)
 
 
 def _sign_in(page: Page, base_url: str, user: str) -> None:

@@ -20,30 +20,18 @@ Chromium is the Debian package (``/usr/bin/chromium``); ``playwright install`` i
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import BrowserContext, Locator, Page, Playwright, Route, expect
 
+from tests.browser.conftest import ARTIFACTS, ROOT, open_context
 from tests.functions.signalr_support import SYSTEM_KEY, FuncHost, func_start
 from tests.support.server import DEV_KEY, free_port, run_server, wait_for_port
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = ROOT / "samples" / "signalr-chat"
-ARTIFACTS = ROOT / "tests" / "artifacts"
 SIGNALR_JS = (
     ROOT / "tests" / "interop" / "node" / "node_modules" / "@microsoft" / "signalr" / "dist" / "browser"
 )
@@ -51,22 +39,6 @@ CDN = "https://cdn.jsdelivr.net/npm/@microsoft/signalr@*/dist/browser/signalr.mi
 AUDIENCE = "api://hubbub-signalr-chat"
 TIMEOUT_MS = 20_000
 
-if not CHROMIUM.exists() and os.geteuid() != 0:
-    pytest.skip(
-        f"{CHROMIUM} is missing and we are not root: install the Debian 'chromium' package "
-        "(make test does it when run as root)",
-        allow_module_level=True,
-    )
-
-from playwright.sync_api import (  # noqa: E402
-    BrowserContext,
-    Locator,
-    Page,
-    Playwright,
-    Route,
-    expect,
-    sync_playwright,
-)
 
 pytestmark = [
     pytest.mark.interop,
@@ -115,27 +87,13 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chat]:
         yield Chat(host)
 
 
-@pytest.fixture
-def playwright() -> Iterator[Playwright]:
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing (make browser-deps installs it)"
-    with sync_playwright() as pw:
-        yield pw
-
-
 def _serve_bundle(route: Route) -> None:
     name = route.request.url.rsplit("/", 1)[-1]
     route.fulfill(path=SIGNALR_JS / name, content_type="application/javascript")
 
 
 def _open_context(pw: Playwright, user_data_dir: Path) -> BrowserContext:
-    context = pw.chromium.launch_persistent_context(
-        str(user_data_dir),
-        executable_path=str(CHROMIUM),
-        headless=True,
-        args=CHROMIUM_ARGS,
-        viewport={"width": 1000, "height": 700},
-    )
-    context.set_default_timeout(TIMEOUT_MS)
+    context = open_context(pw, user_data_dir, 1000, 700, TIMEOUT_MS)
     context.route(CDN, _serve_bundle)
     context.route(CDN + ".map", _serve_bundle)
     return context
