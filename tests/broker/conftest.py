@@ -29,4 +29,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             and item.get_closest_marker("flaky")
             and not item.get_closest_marker("timeout")
         ):
-            item.add_marker(pytest.mark.timeout(120, func_only=True))
+            item.add_marker(pytest.mark.timeout(20, func_only=True))  # in-process: each takes ~1 s

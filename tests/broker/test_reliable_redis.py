@@ -22,7 +22,7 @@ from tests.support.cluster import RedisServer
 
 RELIABLE = "json.reliable.webpubsub.azure.v1"
 
-pytestmark = [pytest.mark.flaky(reruns=1)]  # real Redis and timers under a loaded machine
+pytestmark = [pytest.mark.flaky(reruns=2)]  # real Redis and timers; an intermittent hang (status.md #7)
 
 
 def text(value: str) -> Payload:
