@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,3 +198,27 @@ def parse_connection_string(text: str) -> ServiceEndpoint:
     if fields.get("port"):
         endpoint = f"{parts.scheme}://{parts.hostname}:{fields['port']}"
     return ServiceEndpoint(endpoint, fields.get("accesskey", ""))
+
+
+def output_objects(value: Any, binding: str, not_object: Callable[[Any], str]) -> list[dict[str, Any]]:
+    """The JSON objects of an output binding's value (JSON text, bytes, a dict or a list of them).
+
+    Raises ValueError: the value is not JSON (names ``binding``), or an item is not an object
+    (``not_object(item)`` says so).
+    """
+    if isinstance(value, bytes | bytearray):
+        value = value.decode("utf-8")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError(f"the {binding} output value is not JSON") from None
+    out: list[dict[str, Any]] = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, str):
+            out.extend(output_objects(item, binding, not_object))
+        elif isinstance(item, dict):
+            out.append(item)
+        else:
+            raise ValueError(not_object(item))
+    return out

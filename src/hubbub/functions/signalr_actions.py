@@ -33,7 +33,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import jwt
 
-from hubbub.functions.appconfig import ConfigError, resolve_settings
+from hubbub.functions.appconfig import ConfigError, output_objects, resolve_settings
 
 __all__ = [
     "DEFAULT_CONNECTION_SETTING",
@@ -143,23 +143,10 @@ def client_token(
 
 def parse_items(value: Any) -> list[dict[str, Any]]:
     """The objects of an output value (JSON text, bytes, a dict or a list of them)."""
-    if isinstance(value, bytes | bytearray):
-        value = value.decode("utf-8")
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise SignalRActionError("the signalR output value is not JSON") from None
-    items = value if isinstance(value, list) else [value]
-    out: list[dict[str, Any]] = []
-    for item in items:
-        if isinstance(item, str):
-            out.extend(parse_items(item))
-        elif isinstance(item, dict):
-            out.append(item)
-        else:
-            raise SignalRActionError(UNCONVERTIBLE)
-    return out
+    try:
+        return output_objects(value, "signalR", lambda item: UNCONVERTIBLE)
+    except ValueError as exc:
+        raise SignalRActionError(str(exc)) from None
 
 
 def _get(item: Mapping[str, Any], name: str) -> Any:

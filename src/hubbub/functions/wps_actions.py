@@ -15,7 +15,6 @@ A failed call fails the invocation.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 from collections.abc import Callable, Coroutine, Mapping
@@ -25,7 +24,13 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.messaging.webpubsubservice.aio import WebPubSubServiceClient
 
-from hubbub.functions.appconfig import ConfigError, ServiceEndpoint, parse_connection_string, resolve_settings
+from hubbub.functions.appconfig import (
+    ConfigError,
+    ServiceEndpoint,
+    output_objects,
+    parse_connection_string,
+    resolve_settings,
+)
 
 __all__ = ["ActionError", "WebPubSubActions", "parse_actions"]
 
@@ -50,23 +55,14 @@ class ActionError(Exception):
 
 def parse_actions(value: Any) -> list[dict[str, Any]]:
     """The action objects in an output value (JSON text, bytes, a dict or a list of them)."""
-    if isinstance(value, bytes | bytearray):
-        value = value.decode("utf-8")
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ActionError("the webPubSub output value is not JSON") from None
-    items = value if isinstance(value, list) else [value]
-    actions = []
-    for item in items:
-        if isinstance(item, str):
-            actions.extend(parse_actions(item))
-        elif isinstance(item, dict):
-            actions.append(item)
-        else:
-            raise ActionError(f"a webPubSub action must be a JSON object, not {type(item).__name__}")
-    return actions
+    try:
+        return output_objects(
+            value,
+            "webPubSub",
+            lambda item: f"a webPubSub action must be a JSON object, not {type(item).__name__}",
+        )
+    except ValueError as exc:
+        raise ActionError(str(exc)) from None
 
 
 def _field(action: Mapping[str, Any], name: str, required: bool = True) -> Any:
