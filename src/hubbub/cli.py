@@ -207,10 +207,7 @@ async def _run_node(
     functions_port: int | None = None,
     reuse_port: bool = False,
 ) -> int:
-    from hubbub.signalr.cluster import LostRouter, WebPubSubPresence
-
-    router = LostRouter()  # a dead node's lost connections: Web PubSub's or SignalR's
-    presence = WebPubSubPresence(broker.presence, router) if broker is not None else None
+    presence = broker.presence if broker is not None else None
     app = create_app(config, store=store, broker=broker, presence=presence)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
@@ -259,9 +256,7 @@ async def _run_node(
     try:
         port, settings_path, secrets_path = signalr
         sr_cluster = (broker.url, broker.node_id) if broker is not None else None
-        signalr_runner = await start_signalr(
-            config, port, settings_path, store, secrets_path, sr_cluster, router
-        )
+        signalr_runner = await start_signalr(config, port, settings_path, store, secrets_path, sr_cluster)
     except (OSError, ValueError) as exc:
         print(f"hubbub: SignalR: {exc}", file=sys.stderr)
         await runner.cleanup()

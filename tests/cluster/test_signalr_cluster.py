@@ -21,10 +21,11 @@ from pysignalr.client import SignalRClient
 from pysignalr.protocol.json import JSONProtocol
 from pysignalr.protocol.messagepack import MessagepackProtocol
 
+from hubbub.broker.redis import NODE_TTL
 from hubbub.hub_cli import admin_request
 from hubbub.signalr.tokens import client_url, mint_client_token
-from tests.support.cluster import RedisServer
-from tests.support.server import DEV_KEY
+from tests.support.cluster import RedisServer, run_redis, wait_healthy
+from tests.support.server import DEV_KEY, run_server
 
 from .conftest import Client, rest, wait_until
 from .test_settings_cluster import Node, Upstream, run_nodes, signalr_connect
@@ -270,7 +271,7 @@ def test_connections_of_a_killed_node_get_their_upstream_disconnected_once(
     try:
         body = {"templates": [{"urlTemplate": upstream.url + "/{event}", "hubPattern": hub}]}
         admin_request(nodes[0].server.connection_string, "PUT", body=body, path="/api/admin/signalr/upstream")
-        with run_nodes(redis_server.url, "sigdoomed", size=1) as (doomed,):
+        with run_nodes(redis_server.url, "sigdoomed" + uuid.uuid4().hex[:6], size=1) as (doomed,):
             ws, cid = signalr_connect(doomed, hub)
             wait_until(lambda: upstream.paths_of(cid) == ["/connected"], timeout=15)
             doomed.server.process.kill()  # kill -9: no goodbye, the cluster notices the missing heartbeat
@@ -284,3 +285,39 @@ def test_connections_of_a_killed_node_get_their_upstream_disconnected_once(
     finally:
         admin_request(nodes[0].server.connection_string, "DELETE", path="/api/admin/signalr/upstream")
         upstream.close()
+
+
+def test_a_dead_signalr_node_is_reaped_by_a_signalr_node_and_its_id_may_come_back() -> None:
+    """A node started without SignalR never takes a dead SignalR node's connections (it could not
+    report them upstream); a SignalR node does, once. A node restarted under the dead node's id (a
+    restarted pod) is a new node, not an evicted one. Own Redis: no other test's nodes around."""
+    hub = "back" + uuid.uuid4().hex[:8]
+    upstream = Upstream()
+    with run_redis() as redis, contextlib.ExitStack() as stack:
+        plain = stack.enter_context(run_server("--redis", redis.url, "--node-id", "plain"))  # no SignalR
+        wait_healthy(plain)
+        body = {"templates": [{"urlTemplate": upstream.url + "/{event}", "hubPattern": hub}]}
+        admin_request(plain.connection_string, "PUT", body=body, path="/api/admin/signalr/upstream")
+        with run_nodes(redis.url, "doomed", size=1) as (doomed,):
+            ws, cid = signalr_connect(doomed, hub)
+            wait_until(lambda: upstream.paths_of(cid) == ["/connected"], timeout=15)
+            doomed.server.process.kill()
+            doomed.server.process.wait()
+            time.sleep(NODE_TTL + 3)  # the plain node saw the SignalR node die, and left it alone
+            assert upstream.paths_of(cid) == ["/connected"]
+            ws.close()
+        with run_nodes(redis.url, "other", size=1):
+            wait_until(lambda: upstream.paths_of(cid) == ["/connected", "/disconnected"], timeout=15)
+            with run_nodes(redis.url, "doomed", size=1) as (again,):  # both ids of "doomed0" were reaped
+                ws, cid2 = signalr_connect(again, hub)
+                wps = Client(again.server, hub)
+                try:
+                    wait_until(lambda: upstream.paths_of(cid2) == ["/connected"], timeout=15)
+                    time.sleep(3)  # several heartbeats: an evicted node would have closed both
+                    assert upstream.paths_of(cid2) == ["/connected"]
+                    assert rest(plain, "HEAD", hub, f"/connections/{wps.id}").status_code == 200
+                finally:
+                    wps.close()
+                    ws.close()
+        assert upstream.paths_of(cid) == ["/connected", "/disconnected"]
+    upstream.close()

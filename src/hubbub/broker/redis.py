@@ -63,6 +63,7 @@ class RedisBroker:
         reliable_retention: seconds a reliable session of a dead node waits for its client to resume
             it on another node (and how long the SENDs it may need are kept after the last one).
         replay_messages: SENDs kept per channel for reliable sessions that resume on another node.
+        service: which service's node set this node joins and watches: "" (Web PubSub) or "signalr".
     """
 
     sequenced = True
@@ -79,6 +80,7 @@ class RedisBroker:
         start_timeout: float = 10.0,
         reliable_retention: float = 30.0,
         replay_messages: int = MAX_BUFFERED_MESSAGES,
+        service: str = "",
     ) -> None:
         node_id = node_id or secrets.token_hex(6)
         if not 0 < len(node_id) <= 64 or any(c in node_id for c in " \n\r\t:"):
@@ -94,6 +96,7 @@ class RedisBroker:
         self.start_timeout = start_timeout
         self.reliable_retention = reliable_retention
         self.replay_messages = replay_messages
+        self.service = service
         # a stream outlives the retention of any session that may need it, plus the time to notice a death
         self._replay_ttl_ms = int((reliable_retention + 2 * node_ttl + 60) * 1000)
         self._endpoint = Endpoint.from_url(url)

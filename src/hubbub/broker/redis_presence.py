@@ -7,7 +7,8 @@ Keys (``{h}`` is the lower-cased hub name, which never contains ``:``)::
     hubbub:hub:{h}:cgroups:{cid}  set   the connection's groups
     hubbub:hub:{h}:user:{uid}     set   the user's connection ids
     hubbub:hub:{h}:group:{g}      hash  connection id -> user id ("" = none)
-    hubbub:nodes                  set   node ids that registered
+    hubbub:nodes                  set   Web PubSub node ids that registered
+    hubbub:nodes:{service}        set   the same for another service's brokers (``signalr``)
     hubbub:node:{id}              string heartbeat, expires after the node TTL
     hubbub:node:{id}:conns        set   "{h}\\n{cid}" of the node's connections
     hubbub:node:{id}:reaper       string lock: the node that is removing a dead node's connections
@@ -38,6 +39,15 @@ batches (``SPOP`` is atomic, so each connection is handed to exactly one reaper 
 a reaper dies half way), removes them from every index and fires their ``disconnected``
 events. So a dead node's connections are gone from every answer within
 ``node_ttl + heartbeat_interval`` (+ the time to reap) of its last heartbeat.
+
+Each service has its own node set (:attr:`RedisBroker.service`): a node watches and reaps only
+peers of its own service, since only they can report the lost connections (a node started
+without SignalR has no SignalR to send a ``disconnected`` upstream). Only Web PubSub has reliable
+sessions, so only its nodes expire orphans.
+
+A node that starts with the id of a node declared dead earlier (a restarted pod of a stateful
+set) is a new node: it drops the tombstone instead of treating it as its own eviction, and
+reports whatever its previous run left registered.
 """
 
 from __future__ import annotations
@@ -323,6 +333,8 @@ class RedisPresence:
         self._view: LocalView | None = None
         self._node = broker.node_id
         self._conns_key = f"hubbub:node:{self._node}:conns"
+        self._nodes = f"{NODES}:{broker.service}" if broker.service else NODES
+        self._expires_orphans = not broker.service  # only Web PubSub has reliable sessions
         self._heartbeat = broker.redis.register_script(HEARTBEAT_SCRIPT)
         self._reap = broker.redis.register_script(REAP_SCRIPT)
         self._retention_ms = int(broker.reliable_retention * 1000)
@@ -354,7 +366,7 @@ class RedisPresence:
             async with asyncio.timeout(5.0):
                 await writer.send(b"EVALSHA", _REAP_SHA, 1, self._conns_key, 1 << 30, self._retention_ms)
                 await writer.send(b"DEL", f"hubbub:node:{self._node}", self._conns_key)
-                await writer.send(b"SREM", NODES, self._node)
+                await writer.send(b"SREM", self._nodes, self._node)
         except (ConnectionError, TimeoutError, RedisError, Exception) as exc:
             log.warning("could not unregister this node from redis: %s", exc)
 
@@ -373,7 +385,7 @@ class RedisPresence:
             if reply is not None and not await reply:  # resumed on another node during the outage
                 self.view.taken_over(record.hub, record.connection_id)
         first, self._connected_before = not self._connected_before, True
-        await self._beat()
+        await self._beat(fresh=first)
         await writer.send(b"PING")
         # peers known before an outage stay known: the broker waits for them to come back
         self.peers |= await self.live_nodes() - {self._node}
@@ -640,7 +652,7 @@ class RedisPresence:
     async def live_nodes(self) -> set[str]:
         """Registered nodes whose heartbeat has not expired."""
         redis = self._broker.redis
-        nodes = sorted(n for n in map(_text, await redis.smembers(NODES)) if n)
+        nodes = sorted(n for n in map(_text, await redis.smembers(self._nodes)) if n)
         if not nodes:
             return set()
         async with redis.pipeline(transaction=False) as pipe:
@@ -649,11 +661,12 @@ class RedisPresence:
             alive = await pipe.execute()
         return {n for n, a in zip(nodes, alive, strict=True) if a}
 
-    async def _beat(self) -> None:
+    async def _beat(self, *, fresh: bool = False) -> None:
+        """Refresh the heartbeat; ``fresh``: this process's first one (an old tombstone is not ours)."""
         ttl_ms = int(self._broker.node_ttl * 1000)
-        keys = [f"hubbub:node:{self._node}", f"hubbub:node:{self._node}:reaped", NODES]
+        keys = [f"hubbub:node:{self._node}", f"hubbub:node:{self._node}:reaped", self._nodes]
         evicted = await self._heartbeat(keys=keys, args=[self._node, ttl_ms])
-        if evicted:
+        if evicted and not fresh:
             self.view.evicted("The cluster lost contact with this service node")
 
     async def _liveness(self) -> None:
@@ -665,11 +678,12 @@ class RedisPresence:
             try:
                 await self._beat()
                 nodes = await self.live_nodes()
-                registered = {n for n in map(_text, await self._broker.redis.smembers(NODES)) if n}
+                registered = {n for n in map(_text, await self._broker.redis.smembers(self._nodes)) if n}
                 self.peers = nodes - {self._node}
                 for dead in sorted(registered - nodes - {self._node}):
                     await self._reap_node(dead)
-                await self._expire_orphans()
+                if self._expires_orphans:
+                    await self._expire_orphans()
                 failing = False
             except (RedisError, OSError, BrokerUnavailable) as exc:
                 if not failing:
@@ -707,7 +721,7 @@ class RedisPresence:
             if popped < _REAP_BATCH:
                 break
         async with redis.pipeline(transaction=True) as pipe:
-            pipe.srem(NODES, dead)
+            pipe.srem(self._nodes, dead)
             pipe.set(f"hubbub:node:{dead}:reaped", self._node, ex=_TOMBSTONE_SECONDS)
             pipe.delete(lock)
             await pipe.execute()

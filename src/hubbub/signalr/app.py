@@ -11,7 +11,6 @@ from aiohttp import web
 from hubbub.api.admin import add_signalr_admin_routes
 from hubbub.config import ServiceConfig
 from hubbub.errors import HubbubError
-from hubbub.signalr.cluster import LostRouter
 from hubbub.signalr.config import DEFAULT_SIGNALR_PORT, SignalRConfig
 from hubbub.signalr.rest import SignalRRestApi
 from hubbub.signalr.secrets import SecretResolver
@@ -121,7 +120,6 @@ async def start_signalr(
     store: SettingsBackend | None = None,
     secrets_path: str | None = None,
     cluster: tuple[str, str] | None = None,
-    router: LostRouter | None = None,
 ) -> web.AppRunner | None:
     """Start SignalR on ``port`` (None: the default 8888, skipped with a warning when busy; 0: off).
 
@@ -130,8 +128,7 @@ async def start_signalr(
     store's templates are used from then on. Prints the connection string. Returns the runner to
     clean up, or None when not started. Raises :class:`ValueError` for unusable settings and
     :class:`OSError` when an explicitly requested port cannot be bound. ``cluster`` = (Redis URL,
-    this node's id): SignalR commands and presence go through Redis (:mod:`hubbub.signalr.cluster`);
-    ``router`` hands lost connections of dead nodes to the right service.
+    this node's id): SignalR commands and presence go through Redis (:mod:`hubbub.signalr.cluster`).
     """
     if port == 0:
         return None
@@ -158,8 +155,8 @@ async def start_signalr(
             signalr_node_id,
         )
 
-        broker = RedisBroker(cluster[0], signalr_node_id(cluster[1]))
-        node = Node(NamespacedBroker(broker), NamespacedPresence(broker.presence, router))
+        broker = RedisBroker(cluster[0], signalr_node_id(cluster[1]), service="signalr")
+        node = Node(NamespacedBroker(broker), NamespacedPresence(broker.presence))
         service = SignalRService(signalr, node, SharedUserGroups(broker.redis))
     runner = web.AppRunner(
         create_signalr_app(signalr, service, store=store),

@@ -10,10 +10,9 @@ Web PubSub hub and a SignalR hub of the same name stay apart. Nothing else chang
 REST API and the connections use the plain hub name; the wrappers add the prefix on the way to
 Redis and remove it on the way back.
 
-Both brokers of a process register as cluster nodes, and any node's presence may win the right to
-report the connections of a dead peer of either kind: :class:`LostRouter` hands each lost connection
-to the right side (``signalr~`` hubs to the SignalR node, the others to Web PubSub's), so each
-gets its upstream ``disconnected`` exactly once.
+The SignalR broker joins its own node set (``service="signalr"``): only SignalR nodes watch
+SignalR nodes, so the connections of a dead one are always reaped by a node that has SignalR to
+send their upstream ``disconnected`` (exactly once), even when some nodes run without SignalR.
 """
 
 from __future__ import annotations
@@ -42,11 +41,9 @@ from hubbub.errors import BrokerUnavailable
 
 __all__ = [
     "PREFIX",
-    "LostRouter",
     "NamespacedBroker",
     "NamespacedPresence",
     "SharedUserGroups",
-    "WebPubSubPresence",
     "signalr_node_id",
 ]
 
@@ -73,28 +70,6 @@ def _channel(name: str) -> str:
     head, sep, rest = name.partition(":")
     hub, sep2, tail = rest.partition(":")
     return f"{head}{sep}{_in(hub)}{sep2}{tail}" if sep and sep2 else name
-
-
-class LostRouter:
-    """Where the connections of a dead node go: ``signalr~`` hubs to SignalR, the rest to Web PubSub."""
-
-    def __init__(self) -> None:
-        self.web_pubsub: LocalView | None = None
-        #: the SignalR node (plain hub names)
-        self.signalr: LocalView | None = None
-
-    def connections_lost(self, records: Sequence[ConnectionRecord], reason: str) -> None:
-        signalr = [dataclasses.replace(r, hub=_out(r.hub)) for r in records if r.hub.startswith(PREFIX)]
-        others = [r for r in records if not r.hub.startswith(PREFIX)]
-        for side, lost in ((self.signalr, signalr), (self.web_pubsub, others)):
-            if not lost:
-                continue
-            if side is None:
-                log.warning(
-                    "%d lost connections of a dead node have no service here to report them", len(lost)
-                )
-            else:
-                side.connections_lost(lost, reason)
 
 
 class NamespacedBroker:
@@ -143,15 +118,12 @@ class NamespacedPresence:
     """:class:`~hubbub.broker.base.Presence` that prefixes hub names on the way to ``inner`` (and is
     the inner presence's :class:`~hubbub.broker.base.LocalView`, removing them on the way back)."""
 
-    def __init__(self, inner: Presence, router: LostRouter | None = None) -> None:
+    def __init__(self, inner: Presence) -> None:
         self.inner = inner
-        self.router = router
         self._view: LocalView | None = None
 
     async def start(self, view: LocalView) -> None:
         self._view = view
-        if self.router is not None:
-            self.router.signalr = view
         await self.inner.start(self)
 
     async def close(self) -> None:
@@ -235,110 +207,13 @@ class NamespacedPresence:
             yield dataclasses.replace(record, hub=_in(record.hub))
 
     def connections_lost(self, records: Sequence[ConnectionRecord], reason: str) -> None:
-        if self.router is not None:
-            self.router.connections_lost(records, reason)
-        else:
-            self._local().connections_lost([dataclasses.replace(r, hub=_out(r.hub)) for r in records], reason)
+        self._local().connections_lost([dataclasses.replace(r, hub=_out(r.hub)) for r in records], reason)
 
     def evicted(self, reason: str) -> None:
         self._local().evicted(reason)
 
     def taken_over(self, hub: str, connection_id: str) -> None:
         self._local().taken_over(_out(hub), connection_id)
-
-
-class WebPubSubPresence:
-    """Web PubSub's presence, unchanged but for lost connections, which go through the :class:`LostRouter`."""
-
-    def __init__(self, inner: Presence, router: LostRouter) -> None:
-        self.inner = inner
-        self.router = router
-        self._view: LocalView | None = None
-
-    async def start(self, view: LocalView) -> None:
-        self._view = view
-        self.router.web_pubsub = view
-        await self.inner.start(self)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def connection_added(self, record: ConnectionRecord) -> None:
-        self.inner.connection_added(record)
-
-    def connection_removed(self, hub: str, connection_id: str, user_id: str | None) -> None:
-        self.inner.connection_removed(hub, connection_id, user_id)
-
-    def group_joined(self, hub: str, connection_id: str, user_id: str | None, group: str) -> None:
-        self.inner.group_joined(hub, connection_id, user_id, group)
-
-    def group_left(self, hub: str, connection_id: str, group: str) -> None:
-        self.inner.group_left(hub, connection_id, group)
-
-    def roles_changed(self, hub: str, connection_id: str, roles: Sequence[str]) -> None:
-        self.inner.roles_changed(hub, connection_id, roles)
-
-    def mirror(self) -> ReliableMirror | None:
-        return self.inner.mirror()
-
-    def reliable_released(self, hub: str, connection_id: str) -> None:
-        self.inner.reliable_released(hub, connection_id)
-
-    async def adopt(self, hub: str, connection_id: str, token: str) -> Adoption | None:
-        return await self.inner.adopt(hub, connection_id, token)
-
-    async def replay(self, channels: Sequence[str], after: int, limit: int) -> list[tuple[int, Command]]:
-        return await self.inner.replay(channels, after, limit)
-
-    async def connection_exists(self, hub: str, connection_id: str) -> bool:
-        return await self.inner.connection_exists(hub, connection_id)
-
-    async def user_exists(self, hub: str, user_id: str) -> bool:
-        return await self.inner.user_exists(hub, user_id)
-
-    async def group_exists(self, hub: str, group: str) -> bool:
-        return await self.inner.group_exists(hub, group)
-
-    async def group_members(self, hub: str, group: str) -> list[tuple[str, str | None]]:
-        return await self.inner.group_members(hub, group)
-
-    async def check_permission(
-        self, hub: str, connection_id: str, permission: Permission, target: str | None
-    ) -> bool:
-        return await self.inner.check_permission(hub, connection_id, permission, target)
-
-    def _local(self) -> LocalView:
-        assert self._view is not None, "WebPubSubPresence.start() was not called"
-        return self._view
-
-    def local_connection_exists(self, hub: str, connection_id: str) -> bool:
-        return self._local().local_connection_exists(hub, connection_id)
-
-    def local_user_exists(self, hub: str, user_id: str) -> bool:
-        return self._local().local_user_exists(hub, user_id)
-
-    def local_group_exists(self, hub: str, group: str) -> bool:
-        return self._local().local_group_exists(hub, group)
-
-    def local_group_members(self, hub: str, group: str) -> list[tuple[str, str | None]]:
-        return self._local().local_group_members(hub, group)
-
-    def local_permission(
-        self, hub: str, connection_id: str, permission: Permission, target: str | None
-    ) -> bool | None:
-        return self._local().local_permission(hub, connection_id, permission, target)
-
-    def local_records(self) -> Iterable[ConnectionRecord]:
-        return self._local().local_records()
-
-    def connections_lost(self, records: Sequence[ConnectionRecord], reason: str) -> None:
-        self.router.connections_lost(records, reason)
-
-    def evicted(self, reason: str) -> None:
-        self._local().evicted(reason)
-
-    def taken_over(self, hub: str, connection_id: str) -> None:
-        self._local().taken_over(hub, connection_id)
 
 
 class SharedUserGroups:
