@@ -185,6 +185,26 @@ class ClientEndpoint:
         except HubbubError as exc:
             return _text(400, exc.message)
 
+    def _caller(self, request: web.Request) -> tuple[str, ClientIdentity] | web.Response:
+        """The hub and the verified client token of a request, or the error response."""
+        hub = self._hub(request)
+        if isinstance(hub, web.Response):
+            return hub
+        identity = self._identity(request, hub)
+        if isinstance(identity, web.Response):
+            return identity
+        return hub, identity
+
+    def _find(self, request: web.Request, hub: str) -> SignalRConnection | web.Response:
+        """The connection named by the ``id`` query parameter (its token), or the error response."""
+        token = request.query.get("id")
+        if not token:
+            return _text(400, "Connection ID required")
+        connection = self.service.by_token(token)
+        if connection is None or connection.hub.lower() != hub.lower():
+            return _text(404, "No Connection with that ID")
+        return connection
+
     def _identity(self, request: web.Request, hub: str) -> ClientIdentity | web.Response:
         token = request.query.get("access_token") or parse_bearer(request.headers.get("Authorization"))
         if not token:
@@ -198,12 +218,10 @@ class ClientEndpoint:
     # -- negotiate ------------------------------------------------------------------------
 
     async def negotiate(self, request: web.Request) -> web.Response:
-        hub = self._hub(request)
-        if isinstance(hub, web.Response):
-            return hub
-        identity = self._identity(request, hub)
-        if isinstance(identity, web.Response):
-            return identity
+        caller = self._caller(request)
+        if isinstance(caller, web.Response):
+            return caller
+        hub, identity = caller
         raw = request.query.get("negotiateVersion")
         try:
             version = 0 if raw is None else int(raw)
@@ -232,12 +250,9 @@ class ClientEndpoint:
     def _lookup(
         self, request: web.Request, hub: str, identity: ClientIdentity, transport: Transport
     ) -> SignalRConnection | web.Response:
-        token = request.query.get("id")
-        if not token:
-            return _text(400, "Connection ID required")
-        connection = self.service.by_token(token)
-        if connection is None or connection.hub.lower() != hub.lower():
-            return _text(404, "No Connection with that ID")
+        connection = self._find(request, hub)
+        if isinstance(connection, web.Response):
+            return connection
         if connection.user_id != identity.user_id:
             return _text(403, "Forbidden: the token belongs to another user than the connection.")
         if not identity.transports & _FLAGS[transport]:
@@ -245,12 +260,10 @@ class ClientEndpoint:
         return connection
 
     async def connect(self, request: web.Request) -> web.StreamResponse:
-        hub = self._hub(request)
-        if isinstance(hub, web.Response):
-            return hub
-        identity = self._identity(request, hub)
-        if isinstance(identity, web.Response):
-            return identity
+        caller = self._caller(request)
+        if isinstance(caller, web.Response):
+            return caller
+        hub, identity = caller
         if self._is_upgrade(request):
             return await self._websocket(request, hub, identity)
         if "text/event-stream" in request.headers.get("Accept", ""):
@@ -396,18 +409,12 @@ class ClientEndpoint:
     # -- POST (SSE and long-polling sends), DELETE (long polling ends) ----------------------------
 
     async def send(self, request: web.Request) -> web.Response:
-        hub = self._hub(request)
-        if isinstance(hub, web.Response):
-            return hub
-        identity = self._identity(request, hub)
-        if isinstance(identity, web.Response):
-            return identity
-        token = request.query.get("id")
-        if not token:
-            return _text(400, "Connection ID required")
-        connection = self.service.by_token(token)
-        if connection is None or connection.hub.lower() != hub.lower():
-            return _text(404, "No Connection with that ID")
+        caller = self._caller(request)
+        if isinstance(caller, web.Response):
+            return caller
+        connection = self._find(request, caller[0])
+        if isinstance(connection, web.Response):
+            return connection
         if connection.transport is Transport.WEB_SOCKETS:
             return _text(405, "POST requests are not allowed for WebSocket connections.")
         channel = connection.link
@@ -429,15 +436,12 @@ class ClientEndpoint:
         return web.Response(status=200)
 
     async def delete(self, request: web.Request) -> web.Response:
-        hub = self._hub(request)
-        if isinstance(hub, web.Response):
-            return hub
-        identity = self._identity(request, hub)
-        if isinstance(identity, web.Response):
-            return identity
-        connection = self.service.by_token(request.query.get("id", ""))
-        if connection is None or connection.hub.lower() != hub.lower():
-            return _text(404, "No Connection with that ID")
+        caller = self._caller(request)
+        if isinstance(caller, web.Response):
+            return caller
+        connection = self._find(request, caller[0])
+        if isinstance(connection, web.Response):
+            return connection
         if connection.transport is not Transport.LONG_POLLING:
             return _text(400, "Cannot terminate this connection using the DELETE endpoint.")
         if connection.link is not None:
