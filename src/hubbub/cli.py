@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--redis",
             metavar="URL",
-            help="run as a cluster node over Redis, e.g. redis://host:6379 (env HUBBUB_REDIS)",
+            help="run as a cluster node over Redis, e.g. redis://host:6379, or a Redis watched by Sentinel: "
+            "redis+sentinel://host:26379[,host:26379]/primary-name (env HUBBUB_REDIS)",
         )
         p.add_argument("--node-id", help="this node's name in the cluster (default: random)")
 

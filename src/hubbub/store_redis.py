@@ -32,6 +32,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from hubbub.broker import sentinel
 from hubbub.errors import BadRequest
 from hubbub.settings import HubSettings
 from hubbub.signalr.upstream_rules import UpstreamTemplate
@@ -80,7 +81,7 @@ class RedisSettingsStore(SettingsBackend):
         super().__init__()
         self.location = f"redis {display_url or url}"
         self.start_timeout = start_timeout
-        self.redis: Redis = Redis.from_url(url, socket_connect_timeout=5.0, health_check_interval=5)
+        self.redis: Redis = sentinel.client(url, socket_connect_timeout=5.0, health_check_interval=5)
         self._task: asyncio.Task[None] | None = None
         self._loaded = asyncio.Event()
         self._closing = False

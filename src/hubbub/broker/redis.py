@@ -32,11 +32,12 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from hubbub.broker import sentinel
 from hubbub.broker.base import BrokerHandler, Command, Op, command_channel
 from hubbub.broker.envelope import VERSION, EnvelopeError, decode, encode, split_sequenced
 from hubbub.broker.redis_presence import PUBLISH_SHA, RedisPresence, node_channel, stream_key
 from hubbub.broker.resp import RespError
-from hubbub.broker.wire import MAX_BUFFERED_BYTES, Endpoint, RespConnection
+from hubbub.broker.wire import MAX_BUFFERED_BYTES, RespConnection
 from hubbub.errors import BrokerUnavailable
 from hubbub.protocols.reliable import MAX_BUFFERED_MESSAGES
 
@@ -99,11 +100,11 @@ class RedisBroker:
         self.service = service
         # a stream outlives the retention of any session that may need it, plus the time to notice a death
         self._replay_ttl_ms = int((reliable_retention + 2 * node_ttl + 60) * 1000)
-        self._endpoint = Endpoint.from_url(url)
+        sentinel.parse(url)  # a ValueError now for an unusable Sentinel URL
         self._origin = node_id.encode("utf-8")
         self._origin_end = 2 + len(self._origin)
         #: redis-py client for request/response work (queries, heartbeats, reaping)
-        self.redis: Redis = Redis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        self.redis: Redis = sentinel.client(url, socket_timeout=5.0, socket_connect_timeout=5.0)
         self.presence = RedisPresence(self)
         self._channels: set[str] = set()
         self._handler: BrokerHandler | None = None
@@ -125,7 +126,7 @@ class RedisBroker:
         except TimeoutError:
             pass
         if not self._ready:
-            log.warning("redis at %s is not reachable yet: serving, but /api/health is 503", self.url)
+            log.warning("redis at %s is not reachable yet: serving, but /api/health is 503", self.display_url)
 
     def healthy(self) -> bool:
         return self._ready
@@ -275,7 +276,9 @@ class RedisBroker:
             except (OSError, ConnectionError, RespError, RedisError, TimeoutError) as exc:
                 failures += 1
                 if failures == 1 or failures % 20 == 0:
-                    log.warning("cannot connect to redis at %s (attempt %d): %s", self.url, failures, exc)
+                    log.warning(
+                        "cannot connect to redis at %s (attempt %d): %s", self.display_url, failures, exc
+                    )
             except Exception:
                 failures += 1
                 log.exception("unexpected error while connecting to redis")
@@ -287,7 +290,7 @@ class RedisBroker:
                 self._first_round.set()
                 await lost.wait()
                 if not self._closing:
-                    log.warning("lost the connection to redis at %s: reconnecting", self.url)
+                    log.warning("lost the connection to redis at %s: reconnecting", self.display_url)
             finally:
                 self._ready = False
                 self._drop_connections()
@@ -303,15 +306,16 @@ class RedisBroker:
 
     async def _connect(self, lost: asyncio.Event) -> None:
         name = f"hubbub-{self.node_id}"
+        endpoint = await sentinel.locate(self.url)  # asked again on every reconnect: Sentinel failover
         sub = await RespConnection.open(
-            self._endpoint, on_push=self._on_message, on_lost=lost.set, name=name + "-sub"
+            endpoint, on_push=self._on_message, on_lost=lost.set, name=name + "-sub"
         )
         self._sub = sub
         _subscribe_all(sub, sorted(self._channels))  # channels added from now on are sent by subscribe()
         _subscribe_all(sub, [node_channel(self.node_id)])  # last: peers read it as "fully subscribed"
         async with asyncio.timeout(10.0):
             await sub.send(b"PING")  # every SUBSCRIBE before it is confirmed
-        writer = await RespConnection.open(self._endpoint, on_lost=lost.set, name=name)
+        writer = await RespConnection.open(endpoint, on_lost=lost.set, name=name)
         self._writer = writer
         await self.presence.connected(writer)
         await self._await_peers(lost)

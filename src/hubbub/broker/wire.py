@@ -49,6 +49,8 @@ class Endpoint:
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    #: the database the writer's keys go to (the one redis-py's client of the same URL reads)
+    db: int = 0
 
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
@@ -61,6 +63,7 @@ class Endpoint:
             tls=conn_class is SSLConnection,
             username=kw.get("username"),
             password=kw.get("password"),
+            db=int(kw.get("db") or 0),
         )
 
 
@@ -102,6 +105,8 @@ class RespConnection(asyncio.Protocol):
                 if endpoint.username:
                     auth = (endpoint.username, endpoint.password)
                 await protocol.send(b"AUTH", *auth)
+            if endpoint.db:
+                await protocol.send(b"SELECT", endpoint.db)
             await protocol.send(b"CLIENT", b"SETNAME", name.replace(" ", "_"))
         return protocol
 
