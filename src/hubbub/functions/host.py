@@ -25,7 +25,13 @@ from pathlib import Path
 from aiohttp import web
 
 from hubbub import __version__
-from hubbub.functions.appconfig import DEFAULT_PORT, AppConfig, exported_settings, load_app_config
+from hubbub.functions.appconfig import (
+    DEFAULT_PORT,
+    AppConfig,
+    ConfigError,
+    exported_settings,
+    load_app_config,
+)
 from hubbub.functions.easyauth import EasyAuth
 from hubbub.functions.http import HttpFunctions, check_http_output, given_key, split_path
 from hubbub.functions.invoke import Invoker
@@ -34,6 +40,7 @@ from hubbub.functions.loader import LoadedApp, load_app
 from hubbub.functions.oidc import load_providers
 from hubbub.functions.signalr import SignalRExtension
 from hubbub.functions.timers import Timers
+from hubbub.functions.watch import snapshot, wait_for_change
 from hubbub.functions.webpubsub import WebPubSubExtension
 
 __all__ = ["FunctionsHost", "HostOptions", "run_host"]
@@ -303,21 +310,56 @@ class FunctionsHost:
 
 
 async def run_host(options: HostOptions) -> int:
-    """``hubbub func start``: serve until SIGINT/SIGTERM."""
-    host = FunctionsHost(options)
-    await asyncio.to_thread(host.load)
-    try:
-        await host.start()
-    except OSError as exc:
-        print(f"hubbub: cannot listen on {options.host}:{host.port}: {exc.strerror}", flush=True)
-        return 1
-    for line in host.banner():
-        print(line, flush=True)
+    """``hubbub func start``: serve until SIGINT/SIGTERM; restart when the app's files change."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    first = FunctionsHost(options)
+    watching = first.config.host_json.get("fileWatchingEnabled", True) is not False
+    extra = [str(f) for f in first.config.host_json.get("watchFiles") or () if isinstance(f, str)]
+    files = await asyncio.to_thread(snapshot, options.script_root, extra)
+    if await _serve(first):
+        return 1
+    host: FunctionsHost | None = first
+    stopped = asyncio.ensure_future(stop.wait())
+    while True:
+        change = (
+            asyncio.ensure_future(wait_for_change(options.script_root, files, extra)) if watching else None
+        )
+        await asyncio.wait(
+            [stopped] if change is None else [stopped, change], return_when=asyncio.FIRST_COMPLETED
+        )
+        if change is None or not change.done():
+            if change is not None:
+                change.cancel()
+            break
+        path, files = change.result()
+        print(f"hubbub: file change detected for {path}: restarting the functions host", flush=True)
+        if host is not None:
+            await host.close()
+        try:
+            host = FunctionsHost(options)
+        except (ConfigError, ValueError, OSError) as exc:  # host.json / local.settings.json / keys
+            print(f"hubbub: the functions host cannot start: {exc}", flush=True)
+            host = None
+            continue
+        if await _serve(host):
+            host = None
     print("hubbub: functions host shutting down", flush=True)
-    await host.close()
+    if host is not None:
+        await host.close()
+    return 0
+
+
+async def _serve(host: FunctionsHost) -> int:
+    """Import the app, listen, print the banner; 1 when the port cannot be bound."""
+    await asyncio.to_thread(host.load)
+    try:
+        await host.start()
+    except OSError as exc:
+        print(f"hubbub: cannot listen on {host.options.host}:{host.port}: {exc.strerror}", flush=True)
+        return 1
+    for line in host.banner():
+        print(line, flush=True)
     return 0
