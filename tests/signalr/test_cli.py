@@ -262,3 +262,43 @@ def test_config_file_cli_and_secrets_file_reach_the_upstream(tmp_path: Path) -> 
         assert "value-from-file" not in out.text
     finally:
         upstream.close()
+
+
+def _settings(path: Path, url: str) -> None:
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    template = {
+        "UrlTemplate": url + "/{event}",
+        "HubPattern": "*",
+        "EventPattern": "*",
+        "CategoryPattern": "*",
+    }
+    path.write_text(json.dumps({"UpstreamSettings": {"Templates": [template]}}), encoding="utf-8")
+    os.utime(path, ns=(before + 1_000_000_000, before + 1_000_000_000))  # a coarse clock still sees it
+
+
+def test_the_settings_file_is_reloaded_when_it_changes(tmp_path: Path) -> None:
+    """As the emulator's settings.json: an edit applies to the next event, a broken edit changes nothing."""
+    first, second = Recorder(), Recorder()
+    settings = tmp_path / "settings.json"
+    _settings(settings, first.url + "/one")
+    port = free_port()
+    sockets: list[websocket.WebSocket] = []
+    try:
+        with serve("--signalr-port", str(port), "--signalr-settings", str(settings)) as (_proc, out):
+            assert out.wait_for("(1 template)"), out.text
+            sockets.append(connect_signalr(port, "chat"))
+            assert first.wait_for("connected")[0][1] == "/one/connected"
+            _settings(settings, second.url + "/two")
+            assert out.wait_for("1 template(s) reloaded"), out.text
+            sockets.append(connect_signalr(port, "chat"))
+            assert second.wait_for("connected")[0][1] == "/two/connected"
+            settings.write_text("{not json", encoding="utf-8")
+            assert out.wait_for("not reloaded, the previous ones stay"), out.text
+            sockets.append(connect_signalr(port, "chat"))
+            assert len(second.wait_for("connected", 2)) == 2
+            assert len(first.wait_for("connected")) == 1
+    finally:
+        for ws in sockets:
+            ws.close()
+        first.close()
+        second.close()

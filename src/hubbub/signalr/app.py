@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -18,7 +21,7 @@ from hubbub.signalr.service import SignalRService
 from hubbub.signalr.transports import ClientEndpoint, cors_middleware, cors_on_prepare
 from hubbub.signalr.upstream import SignalRUpstream
 from hubbub.signalr.upstream_rules import UpstreamTemplate, parse_settings
-from hubbub.store import MEMORY, SettingsBackend
+from hubbub.store import MEMORY, SettingsBackend, StoreError
 
 __all__ = [
     "SIGNALR_SERVICE_KEY",
@@ -32,13 +35,21 @@ __all__ = [
 SIGNALR_SERVICE_KEY = web.AppKey("signalr", SignalRService)
 SIGNALR_UPSTREAM_KEY = web.AppKey("signalr-upstream", SignalRUpstream)
 SECRETS_FILE = "secrets.json"
+#: how often the upstream settings file is checked for changes
+SETTINGS_POLL_SECONDS = 1.0
+
+log = logging.getLogger("hubbub.signalr")
 
 
 def create_signalr_app(
-    config: SignalRConfig, service: SignalRService | None = None, store: SettingsBackend | None = None
+    config: SignalRConfig,
+    service: SignalRService | None = None,
+    store: SettingsBackend | None = None,
+    settings_path: str | None = None,
 ) -> web.Application:
     """The SignalR app. With a ``store``, the upstream templates are the stored ones (and follow
-    their changes), and the admin API's SignalR routes are served here too; else ``config.upstream``."""
+    their changes), and the admin API's SignalR routes are served here too; else ``config.upstream``.
+    ``settings_path``: the upstream settings file, reloaded when it changes (as the emulator does)."""
     service = service if service is not None else SignalRService(config)
     upstream = SignalRUpstream(
         service,
@@ -67,11 +78,24 @@ def create_signalr_app(
     app.router.add_route("*", "/api/v1/hubs/{tail:.*}", rest.dispatch)
     app.router.add_route("*", "/api/hubs/{tail:.*}", rest.dispatch)
 
+    async def apply(templates: tuple[UpstreamTemplate, ...]) -> None:
+        if store is None:
+            upstream.set_templates(templates)
+        else:
+            await store.save_signalr_upstream(templates)  # every listener (and, in a cluster, node)
+
+    follower: asyncio.Task[None] | None = None
+
     async def start(_: web.Application) -> None:
+        nonlocal follower
         await upstream.start()
         await service.start()
+        if settings_path:
+            follower = asyncio.get_running_loop().create_task(follow_settings_file(settings_path, apply))
 
     async def shutdown(_: web.Application) -> None:
+        if follower is not None:
+            follower.cancel()
         await service.close()
         await upstream.close()  # after the disconnected events of the shutdown
         if store is not None and upstream.set_templates in store.signalr_listeners:
@@ -84,6 +108,36 @@ def create_signalr_app(
 
 def connection_string(host: str, port: int, key: str) -> str:
     return f"Endpoint=http://{host};Port={port};AccessKey={key};Version=1.0;"
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+async def follow_settings_file(
+    path: str,
+    apply: Callable[[tuple[UpstreamTemplate, ...]], Awaitable[None]],
+    interval: float = SETTINGS_POLL_SECONDS,
+) -> None:
+    """Reload the upstream settings file whenever it changes; a broken file keeps the previous ones."""
+    last = _stamp(path)
+    while True:
+        await asyncio.sleep(interval)
+        now = _stamp(path)
+        if now == last or now is None:  # unchanged, or being replaced right now
+            continue
+        last = now
+        try:
+            templates = load_upstream_settings(path)
+            await apply(templates)
+        except (ValueError, StoreError) as exc:
+            log.error("SignalR upstream settings not reloaded, the previous ones stay: %s", exc)
+            continue
+        log.info("SignalR upstream: %d template(s) reloaded from %s", len(templates), path)
 
 
 def load_upstream_settings(path: str) -> tuple[UpstreamTemplate, ...]:
@@ -159,7 +213,7 @@ async def start_signalr(
         node = Node(NamespacedBroker(broker), NamespacedPresence(broker.presence))
         service = SignalRService(signalr, node, SharedUserGroups(broker.redis))
     runner = web.AppRunner(
-        create_signalr_app(signalr, service, store=store),
+        create_signalr_app(signalr, service, store=store, settings_path=settings_path),
         handle_signals=False,
         access_log=None,
         shutdown_timeout=5.0,
