@@ -31,6 +31,9 @@ __all__ = [
 
 DEFAULT_PORT = 7071
 DEFAULT_ROUTE_PREFIX = "api"
+#: the host's default ``functionTimeout`` outside the Consumption plan (Core Tools included): 30 minutes
+DEFAULT_FUNCTION_TIMEOUT = 30 * 60.0
+_TIMESPAN = re.compile(r"(?:(\d+)\.)?(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)")
 _SETTING = re.compile(r"%([^%]+)%")
 
 
@@ -50,6 +53,19 @@ class AppConfig:
     cors: tuple[str, ...] = ()
     cors_credentials: bool = False
     host_json: dict[str, Any] = field(default_factory=dict)
+    #: ``host.json`` ``functionTimeout`` in seconds (None: no limit)
+    function_timeout: float | None = DEFAULT_FUNCTION_TIMEOUT
+
+
+def parse_timespan(text: str) -> float:
+    """A .NET TimeSpan as host.json writes it (``[d.]hh:mm:ss[.fff]``), in seconds."""
+    match = _TIMESPAN.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(text)
+    days, hours, minutes, seconds = match.groups()
+    if int(minutes) >= 60 or float(seconds) >= 60:
+        raise ValueError(text)
+    return int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
 
 def _read_json(path: Path) -> Any:
@@ -87,6 +103,17 @@ def load_app_config(root: str | os.PathLike[str]) -> AppConfig:
         isinstance(functions, list) and all(isinstance(f, str) for f in functions)
     ):
         raise ConfigError(f"{host_file}: 'functions' must be a list of function names")
+    timeout: float | None = DEFAULT_FUNCTION_TIMEOUT
+    raw_timeout = host.get("functionTimeout")
+    if raw_timeout is not None:
+        try:
+            timeout = None if str(raw_timeout).strip() == "-1" else parse_timespan(str(raw_timeout))
+        except ValueError:
+            raise ConfigError(
+                f'{host_file}: functionTimeout {raw_timeout!r} is not a time span like "00:05:00" (or -1)'
+            ) from None
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"{host_file}: functionTimeout must be positive (or -1 for no limit)")
 
     values: dict[str, str] = {}
     port: int | None = None
@@ -131,6 +158,7 @@ def load_app_config(root: str | os.PathLike[str]) -> AppConfig:
         cors=cors,
         cors_credentials=credentials,
         host_json=host,
+        function_timeout=timeout,
     )
 
 

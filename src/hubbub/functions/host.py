@@ -82,7 +82,7 @@ class FunctionsHost:
         self._stack = ExitStack()
         self._runner: web.AppRunner | None = None
         self.app: LoadedApp | None = None
-        self.invoker = Invoker({}, {})
+        self.invoker = Invoker({}, {}, timeout=self.config.function_timeout)
         self.http: HttpFunctions | None = None
         self.webpubsub: WebPubSubExtension | None = None
         self.signalr: SignalRExtension | None = None

@@ -29,7 +29,15 @@ from azure.functions import _abc as func_abc  # TraceContext/RetryContext are no
 from hubbub.functions.expressions import BindingData
 from hubbub.functions.loader import RETURN, Binding, FunctionDef
 
-__all__ = ["FunctionFailed", "InputResolver", "Invocation", "Invoker", "OutputSink", "Result"]
+__all__ = [
+    "FunctionFailed",
+    "FunctionTimeout",
+    "InputResolver",
+    "Invocation",
+    "Invoker",
+    "OutputSink",
+    "Result",
+]
 
 log = logging.getLogger("hubbub.functions")
 
@@ -134,10 +142,28 @@ class _Context(func.Context):
         return _RetryContext()
 
 
+class FunctionTimeout(Exception):
+    """The function ran longer than host.json's ``functionTimeout``."""
+
+
+def _timespan(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
 class Invoker:
-    def __init__(self, inputs: dict[str, InputResolver], outputs: dict[str, OutputSink]) -> None:
+    """Runs functions; ``timeout`` is host.json's ``functionTimeout`` in seconds (None: no limit).
+
+    A timed-out async function is cancelled; a sync one keeps its worker thread until it returns (Python
+    cannot stop a thread) and its result is dropped. Either way the invocation fails at once.
+    """
+
+    def __init__(
+        self, inputs: dict[str, InputResolver], outputs: dict[str, OutputSink], timeout: float | None = None
+    ) -> None:
         self.inputs = inputs
         self.outputs = outputs
+        self.timeout = timeout
 
     async def _arguments(self, inv: Invocation) -> tuple[dict[str, Any], dict[str, _Out]]:
         fn = inv.function
@@ -156,17 +182,35 @@ class Invoker:
                 args[name] = await self.inputs[binding.type](binding, inv)
         return args, outs
 
-    async def _call(self, fn: FunctionDef, args: dict[str, Any]) -> Any:
-        if fn.is_async:
-            return await fn.func(**args)
-        return await asyncio.to_thread(functools.partial(fn.func, **args))
+    async def _call(self, fn: FunctionDef, args: dict[str, Any], invocation_id: str) -> Any:
+        limit = asyncio.timeout(self.timeout)
+        try:
+            async with limit:
+                if fn.is_async:
+                    return await fn.func(**args)
+                return await asyncio.to_thread(functools.partial(fn.func, **args))
+        except TimeoutError:
+            if not limit.expired():
+                raise  # the function's own TimeoutError
+            assert self.timeout is not None
+            span = _timespan(self.timeout)
+            log.error(
+                "Timeout value of %s exceeded by function 'Functions.%s' (Id: '%s'). "
+                "Initiating cancellation.",
+                span,
+                fn.name,
+                invocation_id,
+            )
+            raise FunctionTimeout(
+                f"Timeout value of {span} was exceeded by function: Functions.{fn.name}"
+            ) from None
 
     async def run(self, inv: Invocation) -> Result:
         fn = inv.function
         started = time.perf_counter()
         try:
             args, outs = await self._arguments(inv)
-            value = await self._call(fn, args)
+            value = await self._call(fn, args, inv.invocation_id)
             outputs = {name: out.get() for name, out in outs.items() if out.get() is not None}
             returns = next((b for b in fn.outputs() if b.name == RETURN), None)
             if value is not None:
