@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 import aiohttp
 import jwt
 import pytest
+import requests
+import websocket
 from pysignalr.client import SignalRClient
 from pysignalr.protocol.json import JSONProtocol
 from pysignalr.protocol.messagepack import MessagepackProtocol
@@ -321,3 +323,70 @@ def test_a_dead_signalr_node_is_reaped_by_a_signalr_node_and_its_id_may_come_bac
                     ws.close()
         assert upstream.paths_of(cid) == ["/connected", "/disconnected"]
     upstream.close()
+
+
+def _negotiate(node: Node, hub: str, user: str) -> tuple[str, str, str]:
+    """(access token, connection id, connection token) from ``node``'s service negotiate."""
+    token = mint_client_token(DEV_KEY, client_url("http://localhost", hub), user_id=user)
+    body = requests.post(
+        f"{node.signalr_endpoint}/client/negotiate?hub={hub}&negotiateVersion=1",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    ).json()
+    return token, body["connectionId"], body["connectionToken"]
+
+
+def _rest(node: Node, method: str, path: str, body: Any = None) -> requests.Response:
+    url = f"http://localhost:{node.signalr_port}{path}"
+    token = jwt.encode({"aud": url, "exp": time.time() + 300}, DEV_KEY, algorithm="HS256")
+    headers = {"Authorization": f"Bearer {token}"}
+    return requests.request(
+        method, url, params={"api-version": API_VERSION}, json=body, headers=headers, timeout=10
+    )
+
+
+def _open(node: Node, hub: str, access: str, connection_token: str) -> websocket.WebSocket | int:
+    """The WebSocket of a negotiated connection on ``node``; the HTTP status when it is refused."""
+    ws = websocket.WebSocket()
+    url = f"ws://127.0.0.1:{node.signalr_port}/client/?hub={hub}&id={quote(connection_token)}"
+    try:
+        ws.connect(url, header=[f"Authorization: Bearer {access}"], timeout=10)
+    except websocket.WebSocketBadStatusException as exc:
+        return exc.status_code
+    ws.send('{"protocol":"json","version":1}\x1e')
+    assert ws.recv() == "{}\x1e"
+    return ws
+
+
+def test_a_connection_negotiated_through_one_node_connects_through_another(nodes: list[Node]) -> None:
+    """No sticky sessions for WebSockets: the connection token is signed, so any node can take it."""
+    first, second, third = nodes
+    hub = "lb" + uuid.uuid4().hex[:8]
+    access, connection_id, connection_token = _negotiate(first, hub, "alice")
+    ws = _open(second, hub, access, connection_token)
+    assert isinstance(ws, websocket.WebSocket)
+    try:
+        assert _rest(third, "HEAD", f"/api/hubs/{hub}/connections/{connection_id}").status_code == 200
+        body = {"target": "newMessage", "arguments": ["through node 3"]}
+        sent = _rest(third, "POST", f"/api/hubs/{hub}/connections/{connection_id}/:send", body)
+        assert sent.status_code == 202
+        ws.settimeout(10)
+        received = ws.recv()
+        assert '"through node 3"' in received, received
+        # the same token again, on any node: the connection exists already
+        assert _open(third, hub, access, connection_token) == 404
+        assert _open(first, hub, access, connection_token) in (404, 409)
+    finally:
+        ws.close()
+    # another user's access token, a forged signature, an expired token: refused
+    bob = mint_client_token(DEV_KEY, client_url("http://localhost", hub), user_id="bob")
+    access, connection_id, connection_token = _negotiate(first, hub, "alice")
+    assert _open(second, hub, bob, connection_token) == 404
+    forged = connection_token[:-2] + ("AA" if not connection_token.endswith("AA") else "BB")
+    assert _open(second, hub, access, forged) == 404
+    cid, expiry, mac = connection_token.split(".")
+    assert _open(second, hub, access, f"{cid}.{int(expiry) - 60}.{mac}") == 404
+    assert _open(second, hub + "x", access, connection_token) in (401, 404)  # other hub
+    fresh = _open(third, hub, access, connection_token)
+    assert isinstance(fresh, websocket.WebSocket)
+    fresh.close()

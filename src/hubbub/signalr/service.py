@@ -10,9 +10,13 @@ hubs of the same name are different hubs.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -47,6 +51,13 @@ NO_UPSTREAM = "Invocation failed, no upstream is configured for this hub."
 def new_id() -> str:
     """A connection id or token: 128 random bits, base64url (22 characters, URL-safe)."""
     return secrets.token_urlsafe(16)
+
+
+def _mac(key: str, hub: str, connection_id: str, user_id: str | None, expiry: int) -> str:
+    """The signature of a connection token: 128 bits of HMAC-SHA256, base64url."""
+    message = f"{hub.lower()}\n{connection_id}\n{user_id or ''}\n{expiry}".encode()
+    digest = hmac.new(key.encode("utf-8"), message, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 class SharedGroups(Protocol):
@@ -109,9 +120,52 @@ class SignalRService:
     # -- registry ---------------------------------------------------------------------------
 
     def negotiate(self, hub: str, identity: ClientIdentity, version: int) -> SignalRConnection:
-        """A new connection waiting for its transport; version 0 uses the id as token."""
+        """A new connection waiting for its transport; version 0 uses the id as token.
+
+        A version-1 token is ``<connection id>.<expiry>.<HMAC>`` signed with the access key, so that in
+        a cluster the client may connect through any node (:meth:`adopt`), not only the one it negotiated
+        with: a load balancer needs no sticky sessions for WebSockets.
+        """
         connection_id = new_id()
-        token = new_id() if version >= 1 else connection_id
+        if version >= 1:
+            expiry = int(time.time() + self.config.handshake_timeout_seconds) + 1
+            mac = _mac(self.config.access_keys[0], hub, connection_id, identity.user_id, expiry)
+            token = f"{connection_id}.{expiry}.{mac}"
+        else:
+            token = connection_id
+        return self._register(
+            SignalRConnection(self, hub, identity, connection_id=connection_id, token=token)
+        )
+
+    async def taken_elsewhere(self, connection: SignalRConnection) -> bool:
+        """In a cluster: whether a negotiated connection was meanwhile taken by another node (then
+        forgotten here)."""
+        if isinstance(self.node.broker, MemoryBroker) or connection.state is not ConnectionState.NEGOTIATED:
+            return False
+        if not await self.node.presence.connection_exists(connection.hub, connection.id):
+            return False
+        if connection.state is ConnectionState.NEGOTIATED:
+            self._forget(connection)
+        return True
+
+    async def adopt(self, hub: str, identity: ClientIdentity, token: str) -> SignalRConnection | None:
+        """In a cluster: the connection another node negotiated, if ``token`` is one of ours, unexpired,
+        signed for this hub and user, and its connection does not exist anywhere yet."""
+        if isinstance(self.node.broker, MemoryBroker):
+            return None  # one node: every token it gave out is in _by_token
+        connection_id, _, rest = token.partition(".")
+        expiry_text, _, mac = rest.partition(".")
+        if not expiry_text.isdigit() or int(expiry_text) < time.time() or connection_id in self._by_id:
+            return None
+        expected = (
+            _mac(k, hub, connection_id, identity.user_id, int(expiry_text)) for k in self.config.access_keys
+        )
+        if not any(hmac.compare_digest(mac, e) for e in expected):
+            return None
+        if await self.node.presence.connection_exists(hub, connection_id):
+            return None  # used already (on another node)
+        if connection_id in self._by_id or token in self._by_token:  # adopted meanwhile
+            return None
         return self._register(
             SignalRConnection(self, hub, identity, connection_id=connection_id, token=token)
         )

@@ -247,12 +247,22 @@ class ClientEndpoint:
 
     # -- GET: WebSocket, SSE, long polling -------------------------------------------------------
 
-    def _lookup(
+    async def _lookup(
         self, request: web.Request, hub: str, identity: ClientIdentity, transport: Transport
     ) -> SignalRConnection | web.Response:
         connection = self._find(request, hub)
         if isinstance(connection, web.Response):
-            return connection
+            token = request.query.get("id")
+            adopted = None
+            # negotiated through another node of the cluster? (WebSockets only: the SSE and long-polling
+            # transports make more requests, which a load balancer must send to one node: sticky sessions)
+            if connection.status == 404 and token and transport is Transport.WEB_SOCKETS:
+                adopted = await self.service.adopt(hub, identity, token)
+            if adopted is None:
+                return connection
+            connection = adopted
+        elif await self.service.taken_elsewhere(connection):
+            return _text(404, "No Connection with that ID")
         if connection.user_id != identity.user_id:
             return _text(403, "Forbidden: the token belongs to another user than the connection.")
         if not identity.transports & _FLAGS[transport]:
@@ -289,7 +299,7 @@ class ClientEndpoint:
         self, request: web.Request, hub: str, identity: ClientIdentity
     ) -> web.StreamResponse:
         if "id" in request.query:
-            found = self._lookup(request, hub, identity, Transport.WEB_SOCKETS)
+            found = await self._lookup(request, hub, identity, Transport.WEB_SOCKETS)
             if isinstance(found, web.Response):
                 return found
             busy = self._busy(found, Transport.WEB_SOCKETS)
@@ -322,7 +332,7 @@ class ClientEndpoint:
         return ws
 
     async def _sse(self, request: web.Request, hub: str, identity: ClientIdentity) -> web.StreamResponse:
-        connection = self._lookup(request, hub, identity, Transport.SERVER_SENT_EVENTS)
+        connection = await self._lookup(request, hub, identity, Transport.SERVER_SENT_EVENTS)
         if isinstance(connection, web.Response):
             return connection
         busy = self._busy(connection, Transport.SERVER_SENT_EVENTS)
@@ -357,7 +367,7 @@ class ClientEndpoint:
         return response
 
     async def _poll(self, request: web.Request, hub: str, identity: ClientIdentity) -> web.StreamResponse:
-        connection = self._lookup(request, hub, identity, Transport.LONG_POLLING)
+        connection = await self._lookup(request, hub, identity, Transport.LONG_POLLING)
         if isinstance(connection, web.Response):
             return connection
         if connection.state is ConnectionState.NEGOTIATED:
