@@ -22,13 +22,6 @@ from tests.support.server import free_port
 HELLO = Payload(DataType.TEXT, b"hello")
 
 
-pytestmark = [
-    # timing-sensitive (several nodes, Redis, real sockets) and an intermittent hang under investigation
-    # (docs/status.md #7): two retries, each with a 20 s timeout (tests/broker/conftest.py)
-    pytest.mark.flaky(reruns=2),
-]
-
-
 def broker(node: Node) -> RedisBroker:
     assert isinstance(node.broker, RedisBroker)
     return node.broker
