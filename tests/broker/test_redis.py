@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 
@@ -11,21 +10,16 @@ import pytest
 
 from hubbub.broker.base import Scope
 from hubbub.broker.redis import RedisBroker
+from hubbub.broker.wire import cancel_and_wait
 from hubbub.core.node import Node
 from hubbub.errors import BrokerUnavailable
 from hubbub.protocols.events import DataType, Payload
 from tests.broker.harness import Detached, eventually, received, redis_node, session, synced
+from tests.broker.test_wire import LOSES_CANCELS, Loop, start_in_the_window
 from tests.support.cluster import RedisServer, run_redis
 from tests.support.server import free_port
 
 HELLO = Payload(DataType.TEXT, b"hello")
-
-
-pytestmark = [
-    # timing-sensitive (several nodes, Redis, real sockets) and an intermittent hang under investigation
-    # (docs/status.md #7): two retries, each with a 20 s timeout (tests/broker/conftest.py)
-    pytest.mark.flaky(reruns=2),
-]
 
 
 def broker(node: Node) -> RedisBroker:
@@ -38,9 +32,7 @@ async def crash(node: Node) -> None:
     b = broker(node)
     for task in (b._task, b.presence._task):
         assert task is not None
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
     b._drop_connections()
     await b.redis.aclose()
 
@@ -80,6 +72,21 @@ async def test_unreachable_redis_is_an_error_not_a_drop() -> None:
     with pytest.raises(BrokerUnavailable):
         await node.connection_exists("h", "c")
     await node.close()
+
+
+@pytest.mark.timeout(30)  # a regression hangs
+async def test_a_node_closes_although_its_heartbeat_loop_lost_the_cancel(redis_server: RedisServer) -> None:
+    """On Python 3.11 redis-py's ``asyncio.wait_for`` can swallow the cancel (tests/broker/test_wire.py)."""
+    node = redis_node(redis_server.url, "closing")
+    await node.start()
+    presence = broker(node).presence
+    assert presence._task is not None
+    await cancel_and_wait(presence._task)
+    loop = Loop()
+    presence._task = await start_in_the_window(loop)  # where the heartbeat was when close() came
+    await node.close()  # cancels it, first thing: waited forever before cancel_and_wait
+    assert loop.lost_a_cancel == LOSES_CANCELS
+    assert presence._task is None
 
 
 async def test_dead_node_connections_are_removed_and_reported_once(redis_server: RedisServer) -> None:
@@ -128,7 +135,7 @@ async def test_node_declared_dead_drops_its_connections_silently(redis_server: R
     await synced(c)
     presence = broker(c).presence
     assert presence._task is not None
-    presence._task.cancel()  # c stalls: no heartbeats for longer than the TTL
+    await cancel_and_wait(presence._task)  # c stalls: no heartbeats for longer than the TTL
     await eventually(lambda: lost.calls == [(s.id, "The service node of the connection stopped")])
     presence._task = asyncio.get_running_loop().create_task(presence._liveness())
     await eventually(lambda: s.closed)  # its next heartbeat finds the tombstone

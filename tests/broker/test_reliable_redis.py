@@ -22,8 +22,6 @@ from tests.support.cluster import RedisServer
 
 RELIABLE = "json.reliable.webpubsub.azure.v1"
 
-pytestmark = [pytest.mark.flaky(reruns=2)]  # real Redis and timers; an intermittent hang (status.md #7)
-
 
 def text(value: str) -> Payload:
     return Payload(DataType.TEXT, value.encode())

@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import secrets
@@ -37,7 +36,7 @@ from hubbub.broker.base import BrokerHandler, Command, Op, command_channel
 from hubbub.broker.envelope import VERSION, EnvelopeError, decode, encode, split_sequenced
 from hubbub.broker.redis_presence import PUBLISH_SHA, RedisPresence, node_channel, stream_key
 from hubbub.broker.resp import RespError
-from hubbub.broker.wire import MAX_BUFFERED_BYTES, RespConnection
+from hubbub.broker.wire import MAX_BUFFERED_BYTES, RespConnection, cancel_and_wait
 from hubbub.errors import BrokerUnavailable
 from hubbub.protocols.reliable import MAX_BUFFERED_MESSAGES
 
@@ -212,9 +211,7 @@ class RedisBroker:
         self._closing = True
         self._ready = False
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         self._drop_connections()
         await self.redis.aclose()

@@ -75,7 +75,7 @@ from hubbub.broker.base import (
     Scope,
 )
 from hubbub.broker.envelope import EnvelopeError, decode
-from hubbub.broker.wire import RespConnection
+from hubbub.broker.wire import RespConnection, cancel_and_wait
 from hubbub.errors import BrokerUnavailable
 
 if TYPE_CHECKING:
@@ -355,9 +355,7 @@ class RedisPresence:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         writer = self._broker.writer
         if writer is None or writer.closed:

@@ -12,13 +12,15 @@ awaitable API cannot give:
   replies come back in order and resolve the futures :meth:`RespConnection.send`
   returned.
 
-Everything else (queries, heartbeats, reaping) uses redis-py.
+Everything else (queries, heartbeats, reaping) uses redis-py; the tasks that do it are stopped
+with :func:`cancel_and_wait`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import ssl
 from collections.abc import Callable
@@ -29,7 +31,7 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, 
 
 from hubbub.broker.resp import Arg, RespError, RespParser, RespProtocolError, encode_command
 
-__all__ = ["Endpoint", "RespConnection"]
+__all__ = ["Endpoint", "RespConnection", "cancel_and_wait"]
 
 log = logging.getLogger("hubbub.broker.wire")
 
@@ -37,6 +39,26 @@ log = logging.getLogger("hubbub.broker.wire")
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 
 PushHandler = Callable[[bytes, bytes], None]
+
+#: seconds a task may take to end after a cancel before it is cancelled again
+RECANCEL_SECONDS = 0.1
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and return once it has ended (raising what it raised, if not cancelled).
+
+    A cancel can be lost: with a socket timeout, redis-py writes every command through
+    ``asyncio.wait_for``, which before Python 3.12 returns the result instead of raising
+    ``CancelledError`` when the cancel arrives after the write finished but before ``wait_for``
+    woke up (CPython gh-86296). A loop such as the heartbeat then runs on, and a plain
+    ``task.cancel(); await task`` waits forever. So the task is cancelled again for as long as
+    it keeps running.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=RECANCEL_SECONDS)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @dataclass(frozen=True, slots=True)
