@@ -270,6 +270,9 @@ async def test_a_reliable_session_is_suspended_unless_the_close_is_normal() -> N
     h.feed(client_frame(struct.pack("!H", 1001), 0x8))  # going away: the client may come back
     assert h.node.suspended == [h.session] and h.node.detached == []
     h = Harness(codec)
+    h.feed(client_frame(b"", 0x8))  # no status code (the JS client's stop()): kept, as before
+    assert h.node.suspended == [h.session] and h.node.detached == []
+    h = Harness(codec)
     h.feed(client_frame(struct.pack("!H", 1000), 0x8))
     assert h.node.suspended == [] and h.node.detached == [(h.session, None)]
     h = Harness(codec)

@@ -587,9 +587,10 @@ class ClientConnection(asyncio.Protocol):
         self.session = None
         if session.link is not self:  # a resumed connection took the session over
             return
-        # only a normal closure ends a reliable session at once: 1001 ("going away") and every
-        # abnormal end keep it for the retention time, as Azure does
-        clean = self.close_code in (1000, 1005) and self.reason is None
+        # only a normal closure (1000) ends a reliable session at once: 1001 ("going away"), a close
+        # frame without a status code (1005: what the JS client's stop() sends; aiohttp reported
+        # it as 0 and the session was kept) and every abnormal end keep it for the retention time
+        clean = self.close_code == 1000 and self.reason is None
         node = self.ctx.node
         if session.reliable is not None and not session.closed and not clean:
             node.suspend(session, self.ctx.retention)
