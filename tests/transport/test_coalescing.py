@@ -1,5 +1,6 @@
-"""Per-connection coalescing (transport/websocket.py): frames handed to one connection within one
-event-loop iteration are written together at its end, in order, and never after a close frame.
+"""Per-connection coalescing (transport/connection.py ``Coalescer``): frames handed to one connection
+within one event-loop iteration are written together at its end, in order, and never after a close
+frame.
 
 The real application runs in-process on a real socket; the client is a plain aiohttp WebSocket client.
 """

@@ -1,4 +1,4 @@
-"""Keepalive (transport/websocket.py ``Keepalive``): one timer per interval pings every connection;
+"""Keepalive (transport/connection.py ``Keepalive``): one timer per interval pings every connection;
 a connection silent for a whole interval after a ping is dropped; client pings are answered.
 
 The real application runs in-process (keepalive interval 1 s) on a real socket; the clients are

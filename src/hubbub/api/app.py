@@ -61,6 +61,7 @@ def create_app(
 
     async def shutdown(_: web.Application) -> None:
         await node.close()
+        await clients.close()  # the close handshakes of the sessions node.close() ended (1001)
         await upstream.close()
 
     app.on_startup.append(start)

@@ -1,9 +1,13 @@
-"""The client WebSocket endpoint: the only module that touches client sockets.
+"""The client WebSocket endpoint: with :mod:`hubbub.transport.connection`, the only code that
+touches client sockets.
 
-aiohttp parses HTTP, performs the upgrade and reads frames (its reader is
-C-accelerated); writes go straight to the asyncio transport as frames that were
-built once for every recipient (see :mod:`hubbub.core.fanout`). We negotiate no
-extension, so those pre-built frames are valid on every connection.
+aiohttp parses the HTTP request and writes the 101 response (its handshake checks, status codes
+and headers); then the endpoint takes the connection away from aiohttp: the transport gets a
+:class:`~hubbub.transport.connection.ClientConnection` as its protocol and aiohttp's request
+handler lets go of it, so nothing of aiohttp (request, response, reader, handler task) stays
+alive for an idle connection. Writes go straight to the asyncio transport as frames that were
+built once for every recipient (see :mod:`hubbub.core.fanout`). We negotiate no extension, so
+those pre-built frames are valid on every connection.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ import asyncio
 import hmac
 import logging
 from dataclasses import dataclass
-from typing import cast
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
+from aiohttp.http import WebSocketWriter
+from aiohttp.web_request import BaseRequest
 
 from hubbub.auth import ClientIdentity, InvalidToken, parse_bearer, verify_client_token
 from hubbub.config import ServiceConfig
@@ -24,160 +29,17 @@ from hubbub.core.session import Session, new_connection_id
 from hubbub.errors import HubbubError
 from hubbub.protocols import CODECS, SIMPLE, Codec, negotiate
 from hubbub.protocols.events import Connected
+from hubbub.transport.connection import ClientConnection, Coalescer, Context, Keepalive
 from hubbub.upstream.cloudevents import UpstreamError
 from hubbub.upstream.webhook import Upstream
 from hubbub.validation import check_hub
 
-__all__ = ["AiohttpLink", "ClientEndpoint", "Coalescer"]
+__all__ = ["ClientConnection", "ClientEndpoint", "Coalescer", "Keepalive"]
+
+#: How long a graceful shutdown waits for the clients to answer the close frames (1001).
+SHUTDOWN_TIMEOUT = 5.0
 
 log = logging.getLogger("hubbub.websocket")
-
-
-class Coalescer:
-    """Per event loop: merges the frames one connection is given within one loop iteration.
-
-    A connection's first frame of an iteration goes straight to the transport (one ``send``, no
-    added latency: the common case of one broadcast per iteration costs nothing more). Further
-    frames in the same iteration (several broadcasts handled together: concurrent REST calls, a
-    batch of broker commands) are held and handed over in one ``writelines`` (one ``writev``) by a
-    callback at the end of the iteration. The transport's own buffer stays the bounded queue.
-    """
-
-    __slots__ = ("generation", "held", "loop", "scheduled")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.generation = 0
-        self.held: list[AiohttpLink] = []
-        self.scheduled = False
-
-    def schedule(self) -> None:
-        self.scheduled = True
-        self.loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self.scheduled = False
-        self.generation += 1
-        held, self.held = self.held, []
-        for link in held:
-            link.flush()
-
-
-#: An empty, unmasked ping frame (RFC 6455 §5.5.2), the same bytes for every connection.
-PING_FRAME = bytes((0x89, 0))
-
-
-class Keepalive:
-    """Per event loop: one timer per keepalive interval pings every connection on that interval.
-
-    Replaces a per-connection heartbeat (a timer, and a task per ping, for each connection). At
-    each tick a connection from which nothing (no frame of any kind, pong included) arrived since
-    the previous tick's ping is dropped as dead; the others get the shared :data:`PING_FRAME`. So
-    a silent peer is dropped between one and two intervals after its last frame.
-    """
-
-    __slots__ = ("loop", "rings")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.rings: dict[float, set[AiohttpLink]] = {}
-
-    def add(self, link: AiohttpLink, interval: float) -> None:
-        ring = self.rings.get(interval)
-        if ring is None:
-            ring = self.rings[interval] = set()
-            self.loop.call_later(interval, self._tick, interval)
-        link.heard = True
-        ring.add(link)
-
-    def remove(self, link: AiohttpLink, interval: float) -> None:
-        ring = self.rings.get(interval)
-        if ring is not None:
-            ring.discard(link)
-
-    def _tick(self, interval: float) -> None:
-        ring = self.rings.get(interval)
-        if not ring:  # nobody on this interval any more: the timer stops until someone comes
-            self.rings.pop(interval, None)
-            return
-        dead = []
-        for link in ring:
-            if link.heard:
-                link.heard = False
-                link.write(PING_FRAME)
-            else:
-                dead.append(link)
-        for link in dead:
-            ring.discard(link)
-            link.abort()
-        self.loop.call_later(interval, self._tick, interval)
-
-
-class AiohttpLink:
-    """:class:`~hubbub.core.session.Link` over an upgraded aiohttp connection."""
-
-    __slots__ = (
-        "_closing",
-        "_coalescer",
-        "_generation",
-        "_held",
-        "_held_bytes",
-        "_transport",
-        "_ws",
-        "heard",
-    )
-
-    def __init__(
-        self, ws: web.WebSocketResponse, transport: asyncio.WriteTransport, coalescer: Coalescer
-    ) -> None:
-        self._ws = ws
-        self._transport = transport
-        self._coalescer = coalescer
-        self._generation = -1
-        self._held: list[bytes] | None = None
-        self._held_bytes = 0
-        #: something arrived since the last keepalive ping (see :class:`Keepalive`)
-        self.heard = True
-        self._closing: asyncio.Task[bool] | None = None
-
-    def write(self, data: bytes) -> None:
-        coalescer = self._coalescer
-        if self._generation != coalescer.generation:  # first frame of this iteration
-            self._generation = coalescer.generation
-            if not coalescer.scheduled:
-                coalescer.schedule()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-        elif self._held is None:
-            self._held = [data]
-            self._held_bytes = len(data)
-            coalescer.held.append(self)
-        else:
-            self._held.append(data)
-            self._held_bytes += len(data)
-
-    def flush(self) -> None:
-        """Hand the held frames to the transport (one ``writev``); frames never follow a close."""
-        held, self._held = self._held, None
-        self._held_bytes = 0
-        if held and self._closing is None and not self._ws.closed and not self._transport.is_closing():
-            self._transport.writelines(held)
-
-    def buffered(self) -> int:
-        """Unsent bytes: the transport's buffer plus the frames held for the end of the iteration."""
-        return self._transport.get_write_buffer_size() + self._held_bytes
-
-    def abort(self) -> None:
-        """Drop a dead connection at once (no close handshake: the peer stopped answering)."""
-        self._held = None
-        self._held_bytes = 0
-        self._transport.abort()
-
-    def close(self, code: int, reason: str) -> None:
-        if self._closing is None:
-            self.flush()
-            message = reason.encode("utf-8")[:120]
-            self._closing = asyncio.ensure_future(self._ws.close(code=code, message=message))
 
 
 def _offered_subprotocols(request: web.Request) -> list[str]:
@@ -213,8 +75,33 @@ class ClientEndpoint:
         self.node = node
         self.dispatcher = dispatcher
         self.upstream = upstream
-        self._coalescer: Coalescer | None = None
-        self._keepalive_rings: Keepalive | None = None
+        self._context: Context | None = None
+
+    def context(self) -> Context:
+        """What the connections share (created on first use, in the running loop)."""
+        ctx = self._context
+        if ctx is None:
+            ctx = self._context = Context(
+                asyncio.get_running_loop(),
+                self.node,
+                self.dispatcher.handle,
+                max_message=self.config.max_frame_bytes,
+                retention=self.config.reliable_retention_seconds,
+            )
+        return ctx
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Graceful shutdown, after the sessions were closed (1001): wait for the close handshakes
+        (at most ``timeout``, default :data:`SHUTDOWN_TIMEOUT`), then drop the connections left."""
+        ctx = self._context
+        if ctx is None:
+            return
+        deadline = ctx.loop.time() + (SHUTDOWN_TIMEOUT if timeout is None else timeout)
+        while ctx.keepalive.connections() and ctx.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in ctx.keepalive.connections():
+            conn.abort()
+        await asyncio.sleep(0)  # their connection_lost
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         hub = request.match_info.get("hub") or request.query.get("hub", "")
@@ -225,75 +112,19 @@ class ClientEndpoint:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return _reject(400, "Bad Request: this endpoint only accepts WebSocket upgrades.")
         if "awps_connection_id" in request.query:
-            opened = await self._recover(request, hub)
-        else:
-            opened = await self._open(request, hub)
-        if not isinstance(opened, tuple):  # rejected, or upgraded and closed at once
-            return opened
-        ws, link, session = opened
-        interval = self._keepalive(request)
-        if self._keepalive_rings is None:
-            self._keepalive_rings = Keepalive(asyncio.get_running_loop())
-        keepalive = self._keepalive_rings
-        keepalive.add(link, interval)
-        # Read until the connection ends, then detach (or suspend) the session. The connection's
-        # whole life is spent in this one coroutine frame (no nested reader coroutine, no async
-        # iterator): an idle connection keeps this frame alive, so it is kept alone and small.
-        reason: str | None = None
-        decode = session.codec.decode
-        dispatch = self.dispatcher.handle
-        try:
-            while True:
-                msg = await ws.receive()
-                link.heard = True
-                if msg.type is WSMsgType.TEXT:
-                    data: bytes | str = msg.data
-                    is_text = True
-                elif msg.type is WSMsgType.BINARY:
-                    data, is_text = msg.data, False
-                elif msg.type is WSMsgType.PING:  # answered here: autoping is off, see Keepalive
-                    await ws.pong(msg.data)
-                    continue
-                elif msg.type is WSMsgType.PONG:
-                    continue
-                else:
-                    break
-                try:
-                    client_request = decode(data, is_text)
-                except HubbubError as exc:
-                    log.info("closing %s: %s", session, exc.message)
-                    session.closed = True
-                    reason = exc.message
-                    await ws.close(code=exc.close_code, message=exc.message.encode("utf-8")[:120])
-                    break
-                await dispatch(session, client_request)
-            if reason is None and ws.close_code == 1009:
-                reason = f"Message too big: the limit is {self.config.max_frame_bytes} bytes"
-        finally:
-            keepalive.remove(link, interval)
-            if session.link is link:  # else a resumed connection took the session over
-                # only a normal closure ends a reliable session at once: 1001 ("going away") and
-                # every abnormal end keep it for the retention time, as Azure does
-                clean = ws.close_code in (1000, 1005) and reason is None
-                if session.reliable is not None and not session.closed and not clean:
-                    self.node.suspend(session, self.config.reliable_retention_seconds)
-                else:
-                    session.closed = True
-                    self.node.detach(session, reason)
-        return ws
+            return await self._recover(request, hub)
+        return await self._open(request, hub)
 
-    async def _open(
-        self, request: web.Request, hub: str
-    ) -> web.StreamResponse | tuple[web.WebSocketResponse, AiohttpLink, Session]:
+    async def _open(self, request: web.Request, hub: str) -> web.StreamResponse:
         """A new connection: admit it, upgrade, attach its session (which then says ``connected``)."""
         admitted = await self._admit(request, hub)
         if isinstance(admitted, web.Response):
             return admitted
-        ws, link = await self._upgrade(request, admitted.subprotocol)
+        ws, conn = await self._upgrade(request, admitted.subprotocol)
         session = Session(
             hub,
             admitted.codec,
-            link,
+            conn,
             user_id=admitted.user_id,
             roles=admitted.roles,
             subprotocol=admitted.subprotocol,
@@ -305,7 +136,8 @@ class ClientEndpoint:
             session.codec.encode_connected(Connected(session.id, session.user_id, session.reconnection_token))
         )
         self.node.attach(session, admitted.groups)
-        return ws, link, session
+        self._take_over(request, conn, session)
+        return ws
 
     async def _admit(self, request: web.Request, hub: str) -> Admission | web.Response:
         """Authenticate (token or anonymous policy), run the ``connect`` event, pick the subprotocol."""
@@ -370,19 +202,31 @@ class ClientEndpoint:
 
     async def _upgrade(
         self, request: web.Request, subprotocol: str | None
-    ) -> tuple[web.WebSocketResponse, AiohttpLink]:
-        ws = web.WebSocketResponse(
-            protocols=(subprotocol,) if subprotocol else (),
-            max_msg_size=self.config.max_frame_bytes,
-            compress=False,
-            autoping=False,  # pings are answered and sent by us (Keepalive), not per-connection timers
-        )
+    ) -> tuple[_Upgrade, ClientConnection]:
+        """aiohttp checks the handshake and answers 101; the connection is then ours to write to
+        (and, after :meth:`_take_over`, to read from)."""
+        ws = _Upgrade(protocols=(subprotocol,) if subprotocol else (), compress=False, autoping=False)
         await ws.prepare(request)
         transport = request.transport
-        assert transport is not None
-        if self._coalescer is None:
-            self._coalescer = Coalescer(asyncio.get_running_loop())
-        return ws, AiohttpLink(ws, cast(asyncio.WriteTransport, transport), self._coalescer)
+        if transport is None:  # the client left during the handshake
+            raise ConnectionResetError("Connection lost")
+        return ws, ClientConnection(self.context(), transport)
+
+    def _take_over(self, request: web.Request, conn: ClientConnection, session: Session | None) -> None:
+        """Detach the socket from aiohttp's request handler and make ``conn`` its protocol.
+
+        The handler keeps (in ``_message_tail``) whatever the client sent after the upgrade
+        request; it forgets the transport (so neither its request loop nor its shutdown closes
+        the socket) and leaves the server's list of connections when its request task ends.
+        """
+        handler = request.protocol
+        pending, handler._message_tail = handler._message_tail, b""
+        handler.transport = None
+        handler._force_close = True  # its request loop ends without touching the connection
+        manager = handler._manager
+        if manager is not None:
+            manager.connection_lost(handler, None)
+        conn.start(session, self._keepalive(request), pending)
 
     def _keepalive(self, request: web.Request) -> float:
         """The hub's ``webSocketKeepAliveIntervalInSeconds``, else the service default."""
@@ -390,9 +234,7 @@ class ClientEndpoint:
         settings = self.upstream.settings(hub) if self.upstream else None
         return float(settings.keepalive_seconds) if settings else self.config.keepalive_seconds
 
-    async def _recover(
-        self, request: web.Request, hub: str
-    ) -> web.StreamResponse | tuple[web.WebSocketResponse, AiohttpLink, Session]:
+    async def _recover(self, request: web.Request, hub: str) -> web.StreamResponse:
         """Resume a reliable session (spec §4.6); 1008 when it cannot be resumed."""
         connection_id = request.query.get("awps_connection_id", "")
         token = request.query.get("awps_reconnection_token", "")
@@ -414,15 +256,33 @@ class ClientEndpoint:
             and session.subprotocol in offered
         )
         subprotocol = session.subprotocol if usable and session else (offered[0] if offered else None)
-        ws, link = await self._upgrade(request, subprotocol)
+        ws, conn = await self._upgrade(request, subprotocol)
         if not usable or session is None or session.reliable is None:
             log.info("hub %s: connection %s cannot be recovered", hub, connection_id)
-            await ws.close(code=1008, message=b"The session cannot be recovered")
+            conn.close(1008, "The session cannot be recovered")
+            self._take_over(request, conn, None)  # to read the client's answer to the close frame
             return ws
-        self.node.resume(session, link)
+        self.node.resume(session, conn)
         session.push(
             session.codec.encode_connected(Connected(session.id, session.user_id, session.reconnection_token))
         )
         for data in session.reliable.unacked():
-            link.write(data)
-        return ws, link, session
+            conn.write(data)
+        self._take_over(request, conn, session)
+        return ws
+
+
+class _Upgrade(web.WebSocketResponse):
+    """aiohttp's WebSocket handshake and 101 response, without its reader, writer and close.
+
+    The connection is taken over right after :meth:`prepare` (see ``ClientEndpoint._take_over``):
+    aiohttp must not install its frame reader, and the end of the request handler (which calls
+    :meth:`write_eof`) must not send a close frame on a socket that is no longer aiohttp's.
+    """
+
+    def _post_start(self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
+        self._ws_protocol = protocol
+        request.protocol.keep_alive(False)
+
+    async def write_eof(self) -> None:  # type: ignore[override]  # as aiohttp's own
+        self._eof_sent = True
