@@ -196,7 +196,8 @@ def event_handler() -> Iterator[EventHandler]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A timeout that also covers the rerun of the flaky-marked tests here (see tests/broker/conftest.py)."""
+    """A timeout that also covers the rerun of the flaky-marked tests here: pytest-timeout stops its timer
+    at a test's first failure, so a hanging rerun would otherwise block the run (func_only: per attempt)."""
     here = Path(__file__).parent
     for item in items:
         if (
