@@ -73,6 +73,7 @@ class Upstream:
 
     def __init__(self, config: ServiceConfig, settings: SettingsSource, *, timeout: float = 30.0) -> None:
         self.config = config
+        self._origin = config.origin  # a property that parses the host: once, not per event
         self.source = settings
         self.timeout = timeout
         self._http: HttpClient | None = None
@@ -232,7 +233,7 @@ class Upstream:
             hub=hub,
             connection_id=connection_id,
             user_id=user_id,
-            origin=self.config.origin,
+            origin=self._origin,
             keys=self.config.access_keys,
             event_id=f"{self._id_prefix}{next(self._ids):016x}",
             time=self._now(),
