@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import gzip
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -230,6 +232,7 @@ async def test_timeout_then_a_fresh_connection() -> None:
             assert 0.25 < time.monotonic() - started < 2
             r = await client.request("POST", base + "/fast", {}, b"", 5)
             assert (r.status, r.body) == (204, b"")
+            assert client.connections() == 1
         finally:
             await client.close()
     assert raw.connections == 2  # the timed-out connection was not reused
@@ -255,6 +258,8 @@ async def test_timeout_while_connecting_counts_against_the_deadline() -> None:
                 with pytest.raises(TimeoutError):
                     await client.request("POST", f"http://127.0.0.1:{port}/", {}, b"", 0.3)
                 assert time.monotonic() - started < 2
+                await asyncio.sleep(0.05)
+                assert client.connections() == 0
             finally:
                 await client.close()
         finally:
@@ -397,11 +402,16 @@ async def test_bounded_pool_queues_requests() -> None:
         try:
             results = await asyncio.gather(*(client.request("POST", base, {}, b"", 5) for _ in range(6)))
             assert [r.body for r in results] == [b"ok"] * 6
+            assert client.connections() == 2 and peak == 2
             with pytest.raises(TimeoutError):  # waiting for a connection counts against the deadline
                 await asyncio.gather(*(client.request("POST", base, {}, b"", 0.08) for _ in range(6)))
+            await asyncio.sleep(0.1)
+            assert client.connections() <= 2
+            assert (
+                len(await asyncio.gather(*(client.request("POST", base, {}, b"", 5) for _ in range(4)))) == 4
+            )
         finally:
             await client.close()
-    assert peak == 2
 
 
 async def test_idle_connections_are_closed() -> None:
@@ -443,6 +453,7 @@ async def test_cancelled_request_does_not_leave_a_reusable_connection() -> None:
                 await task
             await asyncio.sleep(0.3)  # the late answer must not be taken for the next request's
             assert (await client.request("POST", base + "/fast", {}, b"", 5)).body == b"c2"
+            assert client.connections() == 1
         finally:
             await client.close()
 
@@ -458,3 +469,77 @@ async def test_bad_headers_and_urls_are_refused_before_sending() -> None:
             await client.request("POST", "/relative", {}, b"", 5)
     finally:
         await client.close()
+
+
+def _certificate(tmp: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (cert, key) made with `cryptography`."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_https_verifies_the_certificate(tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    peers: list[Any] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(text="secure")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        client = HttpClient(ssl_context=trusted)
+        try:
+            for _ in range(2):
+                r = await client.request("POST", f"https://127.0.0.1:{port}/e", {}, b"x", 5)
+                assert (r.status, r.body) == (200, b"secure")
+        finally:
+            await client.close()
+        assert len(set(peers)) == 1
+        client = HttpClient()  # the system's CAs do not know this certificate
+        try:
+            with pytest.raises(HttpError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.request("POST", f"https://127.0.0.1:{port}/e", {}, b"x", 5)
+        finally:
+            await client.close()
+    finally:
+        await runner.cleanup()

@@ -103,6 +103,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[Response] | None = None
         self.closed = False
+        self.counted = False  # in its pool's count: set once connected, cleared when closed
         self.idle_since = 0.0
         self._reset()
 
@@ -260,6 +261,9 @@ class _Connection(asyncio.Protocol):
         """Send one request (head and body in ``request``) and wait for its whole answer."""
         transport = self.transport
         assert transport is not None and self.waiter is None
+        if self.loop.time() >= deadline:  # it waited for a connection until too late: do not send
+            self.pool.release(self)
+            raise TimeoutError
         waiter: asyncio.Future[Response] = self.loop.create_future()
         self.waiter = waiter
         timer = self.loop.call_at(deadline, self._timed_out, waiter)
@@ -302,10 +306,13 @@ class _Pool:
             try:
                 async with asyncio.timeout_at(deadline):
                     await waiter
-            finally:
+            except BaseException:
                 if not waiter.done():
                     waiter.cancel()
                     self.waiters.remove(waiter)
+                elif not waiter.cancelled():
+                    self._wake()  # woken, but out of time: pass the turn on
+                raise
 
     def _take_idle(self) -> _Connection | None:
         idle = self.idle
@@ -331,9 +338,10 @@ class _Pool:
                     server_hostname=self.server_hostname,
                 )
         except BaseException:
-            self.count -= 1
+            self.count -= 1  # a transport made before the failure closes without counting
             self._wake()
             raise
+        conn.counted = True
         return conn
 
     def release(self, conn: _Connection) -> None:
@@ -344,8 +352,10 @@ class _Pool:
         self._wake()
 
     def forget(self, conn: _Connection) -> None:
-        """``conn`` closed (called once, from connection_lost)."""
-        self.count -= 1
+        """``conn`` closed (called from connection_lost)."""
+        if conn.counted:
+            conn.counted = False
+            self.count -= 1
         if conn.waiter is None and conn in self.idle:
             self.idle.remove(conn)
         self._wake()
@@ -388,6 +398,7 @@ class HttpClient:
         max_body: int = 1024 * 1024,
         max_connections: int = 256,
         idle_seconds: float = 4.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.max_body = max_body
@@ -395,7 +406,7 @@ class HttpClient:
         self.idle_seconds = idle_seconds
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._targets: dict[str, _Target] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # https:// URLs; the system's trusted CAs unless given
         self._closed = False
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -454,6 +465,10 @@ class HttpClient:
             raise
         except OSError as exc:
             raise HttpError(f"{exc.__class__.__name__}: {exc}") from exc
+
+    def connections(self) -> int:
+        """Connections open or being opened, all origins together."""
+        return sum(pool.count for pool in self._pools.values())
 
     async def close(self) -> None:
         self._closed = True
