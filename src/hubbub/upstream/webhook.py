@@ -4,7 +4,10 @@ fire-and-forget ``connected`` / ``disconnected``, and abuse-protection validatio
 Policy (documented in docs/compatibility.md):
 
 * blocking calls time out after ``timeout`` seconds (default 30) and are not retried; a timeout,
-  a refused connection or a 5xx counts as a 500 answer;
+  a refused connection or a 5xx counts as a 500 answer (the one exception, in
+  :mod:`hubbub.upstream.http`: a request on a reused keep-alive connection that the handler closed
+  without a byte of answer is sent again on a new connection, within the same timeout);
+* calls go over keep-alive connections, at most 256 per handler origin (more wait for one);
 * non-blocking calls are sent once, in order per connection (``disconnected`` waits for that
   connection's ``connected`` call), and failures are only logged;
 * before the first call to a URL template, ``OPTIONS`` validates it; success is cached until the
