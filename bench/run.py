@@ -726,12 +726,17 @@ class Suite:
                     try:
                         gen.ready()
                         rounds = []
+                        split = []  # (handler %, load generator %) per measured round
                         for i in range(self.args.repeat + 1):
                             secs = self.args.echo_seconds if i else max(0.2, self.args.echo_seconds / 3)
                             cores0, s0, h0 = core_times(), cpu_seconds(t.proc.pid), cpu_seconds(handler.pid)
                             gen.send(f"ECHO {secs}")
                             _, replies, elapsed, cpu, p50, p99 = gen.line().split()
                             el = float(elapsed)
+                            handler_cpu = 100 * (cpu_seconds(handler.pid) - h0) / el
+                            if i:
+                                split.append((handler_cpu, gen_cpu := 100 * float(cpu) / el))
+                                log(f"    handler {handler_cpu:.0f}%, load generator {gen_cpu:.0f}%")
                             r = Round(
                                 rate=int(replies) / el,
                                 p99_ms=float(p99),
@@ -753,7 +758,9 @@ class Suite:
                             "events/s",
                             rounds,
                             "client event -> aiohttp CloudEvents handler -> reply to the sender; "
-                            "client CPU = load generator + handler",
+                            "client CPU = load generator + handler (median "
+                            f"{statistics.median(h for h, _ in split):.0f}% + "
+                            f"{statistics.median(g for _, g in split):.0f}%, both on the client core)",
                         )
                     )
             finally:

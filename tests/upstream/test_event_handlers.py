@@ -333,3 +333,23 @@ async def test_reliable_disconnected_only_when_the_session_ends() -> None:
     finally:
         await server.close()
         await handler_server.close()
+
+
+async def test_user_events_of_a_connection_in_order_over_kept_alive_connections(env: Env) -> None:
+    peers: set[Any] = set()
+
+    async def echo(request: web.Request) -> web.Response:
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        state = request.headers.get("ce-connectionState", "")
+        return web.Response(text=(await request.text()) + state, headers={"ce-connectionState": "é"})
+
+    env.handler.responders["echo"] = echo
+    env.configure(pattern="echo", system=())
+    ws = await env.connect()
+    await recv(ws)
+    for i in range(20):  # all sent at once: processed and answered one after another
+        await ws.send_json({"type": "event", "event": "echo", "dataType": "text", "data": f"m{i}"})
+    replies = [(await recv(ws))["data"] for _ in range(20)]
+    assert replies == ["m0"] + [f"m{i}é" for i in range(1, 20)]  # the state round-trips in UTF-8
+    assert len(peers) == 1  # one keep-alive connection carried them all
+    await ws.close()

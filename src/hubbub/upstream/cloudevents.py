@@ -10,6 +10,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -72,7 +73,16 @@ class NoEventHandler(UpstreamError):
 
 
 def signature(keys: Sequence[str], connection_id: str) -> str:
-    """``sha256=<hex>`` per access key, comma separated (primary first)."""
+    """``sha256=<hex>`` per access key, comma separated (primary first).
+
+    The value depends only on the keys and the connection id, so it is computed once per connection
+    (a bounded cache: every event of a connection carries the same signature).
+    """
+    return _signature(tuple(keys), connection_id)
+
+
+@lru_cache(maxsize=16384)
+def _signature(keys: tuple[str, ...], connection_id: str) -> str:
     cid = connection_id.encode("utf-8")
     return ",".join(
         "sha256=" + hmac.new(key.encode("utf-8"), cid, hashlib.sha256).hexdigest() for key in keys if key
@@ -190,6 +200,6 @@ def parse_connect_response(status: int, content_type: str | None, body: bytes) -
 
 
 def check_connection_state(value: str | None) -> str | None:
-    if value is not None and len(value.encode("utf-8")) > MAX_CONNECTION_STATE_BYTES:
+    if value is not None and len(value.encode("utf-8", "surrogateescape")) > MAX_CONNECTION_STATE_BYTES:
         raise UpstreamError(f"ce-connectionState is larger than {MAX_CONNECTION_STATE_BYTES} bytes")
     return value

@@ -4,7 +4,10 @@ fire-and-forget ``connected`` / ``disconnected``, and abuse-protection validatio
 Policy (documented in docs/compatibility.md):
 
 * blocking calls time out after ``timeout`` seconds (default 30) and are not retried; a timeout,
-  a refused connection or a 5xx counts as a 500 answer;
+  a refused connection or a 5xx counts as a 500 answer (the one exception, in
+  :mod:`hubbub.upstream.http`: a request on a reused keep-alive connection that the handler closed
+  without a byte of answer is sent again on a new connection, within the same timeout);
+* calls go over keep-alive connections, at most 256 per handler origin (more wait for one);
 * non-blocking calls are sent once, in order per connection (``disconnected`` waits for that
   connection's ``connected`` call), and failures are only logged;
 * before the first call to a URL template, ``OPTIONS`` validates it; success is cached until the
@@ -15,14 +18,14 @@ Policy (documented in docs/compatibility.md):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 
 from hubbub.auth import mint_client_token
@@ -42,6 +45,7 @@ from hubbub.upstream.cloudevents import (
     reply_payload,
     user_event_body,
 )
+from hubbub.upstream.http import HttpClient, HttpError, ResponseTooLarge
 
 __all__ = ["SettingsSource", "Upstream"]
 
@@ -56,12 +60,14 @@ class SettingsSource(Protocol):
 
 
 class _Response:
+    """A handler's answer; ``headers`` has lower-cased names."""
+
     __slots__ = ("body", "content_type", "headers", "status")
 
     def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         self.status = status
         self.headers = headers
-        self.content_type = headers.get("Content-Type")
+        self.content_type = headers.get("content-type")
         self.body = body
 
 
@@ -70,21 +76,24 @@ class Upstream:
 
     def __init__(self, config: ServiceConfig, settings: SettingsSource, *, timeout: float = 30.0) -> None:
         self.config = config
+        self._origin = config.origin  # a property that parses the host: once, not per event
         self.source = settings
         self.timeout = timeout
-        self._http: aiohttp.ClientSession | None = None
+        self._http: HttpClient | None = None
         self._validated: dict[tuple[str, str], float] = {}  # (url, hub) -> expiry (inf = valid)
         self._tasks: set[asyncio.Task[None]] = set()
         self._connected_calls: dict[str, asyncio.Task[None]] = {}
         self._validating: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # ce-id: a random per-process prefix and a counter (unique, and cheaper than uuid4 per event)
+        self._id_prefix = os.urandom(8).hex()
+        self._ids = itertools.count()
+        self._second = -1
+        self._second_text = ""
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            connector=aiohttp.TCPConnector(limit=0),
-        )
+        self._http = HttpClient(max_body=MAX_RESPONSE_BYTES)
 
     async def close(self) -> None:
         if self._tasks:
@@ -134,7 +143,7 @@ class Upstream:
         response = await self._post(handler, hub, "connect", hdrs, body)
         try:
             result = parse_connect_response(response.status, response.content_type, response.body)
-            state = check_connection_state(response.headers.get("ce-connectionState"))
+            state = check_connection_state(response.headers.get("ce-connectionstate"))
         except UpstreamError as exc:
             self._explain(hub, "connect", handler.url(hub, "connect"), response.status, exc.message)
             raise
@@ -152,7 +161,7 @@ class Upstream:
         try:
             if not 200 <= response.status < 300:
                 raise UpstreamError(f"the event handler answered {response.status}")
-            state = check_connection_state(response.headers.get("ce-connectionState"))
+            state = check_connection_state(response.headers.get("ce-connectionstate"))
             reply = reply_payload(response.status, response.content_type, response.body)
         except UpstreamError as exc:
             self._explain(session.hub, event, url, response.status, exc.message)
@@ -227,14 +236,23 @@ class Upstream:
             hub=hub,
             connection_id=connection_id,
             user_id=user_id,
-            origin=self.config.origin,
+            origin=self._origin,
             keys=self.config.access_keys,
-            event_id=uuid.uuid4().hex,
-            time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            event_id=f"{self._id_prefix}{next(self._ids):016x}",
+            time=self._now(),
             subprotocol=session.subprotocol if session else None,
             connection_state=session.connection_state if session else None,
             content_type=content_type,
         )
+
+    def _now(self) -> str:
+        """``ce-time``: UTC with microseconds, as ``datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")``."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            self._second = second
+        return f"{self._second_text}{int((now - second) * 1_000_000):06d}Z"
 
     async def _post(
         self, handler: EventHandler, hub: str, event: str, headers: dict[str, str], body: bytes
@@ -252,23 +270,16 @@ class Upstream:
     ) -> _Response:
         assert self._http is not None, "Upstream.start() was not called"
         try:
-            request = self._http.request(method, url, data=body, headers=headers, allow_redirects=False)
-            async with request as r:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in r.content.iter_chunked(65536):
-                    size += len(chunk)
-                    if size > MAX_RESPONSE_BYTES:
-                        raise UpstreamError(f"the response body is larger than {MAX_RESPONSE_BYTES} bytes")
-                    chunks.append(chunk)
-                return _Response(r.status, r.headers, b"".join(chunks))
-        except UpstreamError as exc:
-            self._explain(hub, event, url, None, exc.message)
-            raise
+            r = await self._http.request(method, url, headers, body, self.timeout)
+            return _Response(r.status, r.headers, r.body)
+        except ResponseTooLarge:
+            why = f"the response body is larger than {MAX_RESPONSE_BYTES} bytes"
+            self._explain(hub, event, url, None, why)
+            raise UpstreamError(why) from None
         except TimeoutError:
             why = f"no answer within {self.timeout:g}s"
-        except aiohttp.ClientError as exc:
-            why = f"request failed: {exc.__class__.__name__}: {exc}"
+        except HttpError as exc:
+            why = f"request failed: {exc}"
         self._explain(hub, event, url, None, why)
         raise UpstreamError(f"The event handler failed: {why}")
 
@@ -294,7 +305,7 @@ class Upstream:
         url = handler.url(hub, "validate")
         headers = {"WebHook-Request-Origin": self.config.origin, "ce-awpsversion": "1.0"}
         response = await self._request("OPTIONS", url, hub, "validate", headers, None)
-        allowed = [o.strip().lower() for o in response.headers.get("WebHook-Allowed-Origin", "").split(",")]
+        allowed = [o.strip().lower() for o in response.headers.get("webhook-allowed-origin", "").split(",")]
         if 200 <= response.status < 300 and ("*" in allowed or self.config.origin.lower() in allowed):
             self._validated[key] = float("inf")
             return
