@@ -7,32 +7,18 @@ The real application runs in-process on a real socket; the client is a plain aio
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import orjson
-import pytest
 from aiohttp.test_utils import TestServer
 
-from hubbub.api.app import NODE_KEY, create_app
+from hubbub.api.app import NODE_KEY
 from hubbub.auth import DEV_ACCESS_KEY, client_audience, mint_client_token
 from hubbub.broker.base import Command, Op, Scope
-from hubbub.config import ServiceConfig
 from hubbub.core.node import Node
 from hubbub.protocols.events import DataType, Payload
 
 HUB = "coalesce"
 PROTOCOL = "json.webpubsub.azure.v1"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[TestServer]:
-    server = TestServer(create_app(ServiceConfig()), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 async def connect(

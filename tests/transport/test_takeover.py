@@ -13,7 +13,6 @@ import base64
 import gc
 import os
 import struct
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -27,16 +26,6 @@ from tests.transport.test_frames import client_frame
 
 HUB = "takeover"
 PROTOCOL = "json.webpubsub.azure.v1"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[TestServer]:
-    server = TestServer(create_app(ServiceConfig()), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 class RawClient:
