@@ -12,6 +12,10 @@ class RecordingLink:
     def write(self, data: bytes) -> None:
         self.frames.append(data)
 
+    def hold(self, data: bytes) -> int:
+        self.frames.append(data)
+        return self._buffered
+
     def buffered(self) -> int:
         return self._buffered
 

@@ -1,11 +1,14 @@
-"""Per-connection coalescing (transport/connection.py ``Coalescer``): frames handed to one connection
-within one event-loop iteration are written together at its end, in order, and never after a close
-frame.
+"""Fan-out writing (transport/connection.py ``Coalescer``): held frames reach the client complete, in
+order and never after a close frame; a busy loop carries several frames per send; publishers that can
+wait are held back at ``DEPTH`` frames per connection; the slow-client limit still applies.
 
-The real application runs in-process on a real socket; the client is a plain aiohttp WebSocket client.
+The real application runs in-process on a real socket and the client is a plain aiohttp WebSocket
+client, except for the merging test, which counts sends on recording transports.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import aiohttp
 import orjson
@@ -15,7 +18,11 @@ from hubbub.api.app import NODE_KEY
 from hubbub.auth import DEV_ACCESS_KEY, client_audience, mint_client_token
 from hubbub.broker.base import Command, Op, Scope
 from hubbub.core.node import Node
+from hubbub.core.session import Session
+from hubbub.protocols import SIMPLE
 from hubbub.protocols.events import DataType, Payload
+from hubbub.transport.connection import CHUNK, DEPTH, STEPS, ClientConnection
+from tests.transport.test_frames import Harness, Transport
 
 HUB = "coalesce"
 PROTOCOL = "json.webpubsub.azure.v1"
@@ -35,9 +42,11 @@ async def connect(
 
 
 async def broadcast_in_one_iteration(node: Node, texts: list[str]) -> None:
-    # the memory broker applies a command synchronously: no await below really suspends
+    # as commands come from a broker: the memory broker applies them synchronously, nothing waits
     for text in texts:
-        await node.send(HUB, Scope.ALL, None, Payload(DataType.TEXT, text.encode()))
+        await node.publish(
+            Command(Op.SEND, HUB, Scope.ALL, None, payload=Payload(DataType.TEXT, text.encode()))
+        )
 
 
 async def test_frames_of_one_iteration_arrive_complete_and_in_order(server: TestServer) -> None:
@@ -45,7 +54,7 @@ async def test_frames_of_one_iteration_arrive_complete_and_in_order(server: Test
     async with aiohttp.ClientSession() as http:
         a, _ = await connect(server, http)
         b, _ = await connect(server, http)
-        for rnd in range(3):  # several iterations: each one's first frame goes straight out
+        for rnd in range(3):
             texts = [f"{rnd}-{i}" for i in range(300)]
             await broadcast_in_one_iteration(node, texts)
             for ws in (a, b):
@@ -83,3 +92,59 @@ async def test_held_frames_count_toward_the_slow_client_limit(server: TestServer
             received += 1
         assert msg.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1008
         assert msg.extra == "SlowClient"
+
+
+async def test_publishers_wait_while_a_connection_holds_depth_frames(server: TestServer) -> None:
+    node = server.app[NODE_KEY]
+    async with aiohttp.ClientSession() as http:
+        ws, connection_id = await connect(server, http)
+        session = node.session(HUB, connection_id)
+        assert session is not None and isinstance(session.link, ClientConnection)
+        conn = session.link
+        texts = [f"m{i}" for i in range(DEPTH * 5)]
+        most = 0
+        for text in texts:  # as fast as a REST caller can: the memory broker applies it at once
+            await node.send(HUB, Scope.ALL, None, Payload(DataType.TEXT, text.encode()))
+            most = max(most, len(conn.held or ()))
+        assert most == DEPTH - 1  # a send that made it DEPTH returned only after the frames were written
+        got = [orjson.loads(await ws.receive_str(timeout=30))["data"] for _ in texts]
+        assert got == texts and node.writable.is_set()
+        await ws.close()
+
+
+class CountingTransport(Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sends: list[bytes] = []  # what each call handed over
+
+    def write(self, data: bytes) -> None:
+        self.sends.append(data)
+        super().write(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.sends.append(b"".join(data))
+        for d in data:
+            Transport.write(self, d)
+
+
+async def test_frames_added_while_a_round_is_under_way_ride_in_the_same_send() -> None:
+    h = Harness()
+    n = 4 * CHUNK
+    conns = []
+    for _ in range(n):
+        transport = CountingTransport()
+        conn = ClientConnection(h.ctx, transport)  # type: ignore[arg-type]
+        conn.start(Session("hub", SIMPLE, conn), 60.0)
+        conns.append((conn, transport))
+    first, second = b"\x81\x01a", b"\x81\x01b"
+    for conn, _ in conns:
+        conn.hold(first)
+    await asyncio.sleep(0)  # one step of the round: max(CHUNK, n // STEPS) connections written
+    step = max(CHUNK, n // STEPS)
+    assert sum(1 for _, t in conns if t.sends) == step
+    for conn, _ in conns:
+        conn.hold(second)
+    while h.ctx.coalescer.held:
+        await asyncio.sleep(0)
+    sends = [t.sends for _, t in conns]
+    assert sends == [[first, second]] * step + [[first + second]] * (n - step)

@@ -102,6 +102,7 @@ class Node:
     def __init__(self) -> None:
         self.detached: list[tuple[Session, str | None]] = []
         self.suspended: list[Session] = []
+        self.writable = asyncio.Event()
 
     def detach(self, session: Session, reason: str | None = None) -> None:
         self.detached.append((session, reason))

@@ -43,6 +43,10 @@ def deliver(
     # per reliable codec: the stamped frames by sequence id; connections that received the same
     # messages are at the same sequence id, so they share one frame (and one replay-buffer entry)
     stamped: dict[int, dict[int, bytes]] = {}
+    # the codec of the previous session and what it needs (most fan-outs have one codec)
+    last: Codec | None = None
+    data = b""
+    frames: dict[int, bytes] | None = None
     count = 0
     for session in sessions:
         sid = session.id
@@ -51,16 +55,18 @@ def deliver(
         if filter is not None and not filter.matches(session.user_id, sid, session.groups):
             continue
         codec = session.codec
-        key = id(codec)
-        data = cache.get(key)
-        if codec.reliable:
-            if data is None:
-                data = cache[key] = codec.message_body(message)
-                stamped[key] = {}
-            session.write_sequenced(data, stamped[key])
+        if codec is not last:
+            last, key = codec, id(codec)
+            cached = cache.get(key)
+            if codec.reliable:
+                data = cache[key] = codec.message_body(message) if cached is None else cached
+                frames = stamped.setdefault(key, {})
+            else:
+                data = cache[key] = frame_for(codec, message) if cached is None else cached
+                frames = None
+        if frames is None:
+            session.hold_frame(data)
         else:
-            if data is None:
-                data = cache[key] = frame_for(codec, message)
-            session.write_frame(data)
+            session.write_sequenced(data, frames)
         count += 1
     return count

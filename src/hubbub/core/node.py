@@ -86,6 +86,9 @@ class Node:
         self._mirror = self.presence.mirror() if self.sequenced else None
         #: local reliable sessions (cluster mode: they get SENDs when they come back from Redis)
         self._reliable = 0
+        #: cleared by the transport while fan-out writing lags: :meth:`send` waits for it
+        self.writable = asyncio.Event()
+        self.writable.set()
 
     async def start(self) -> None:
         await self.presence.start(self)
@@ -358,6 +361,8 @@ class Node:
                 stream=stream,
             )
         )
+        if not self.writable.is_set():  # back-pressure: the connections have enough waiting
+            await self.writable.wait()
 
     # -- queries (the whole service, through the presence) ------------------------------
 

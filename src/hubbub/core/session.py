@@ -35,6 +35,11 @@ class Link(Protocol):
     def write(self, data: bytes) -> None:
         """Queue an already framed WebSocket frame; never blocks."""
 
+    def hold(self, data: bytes) -> int:
+        """Like :meth:`write`, for fan-out frames: the transport may hold it briefly to send it
+        together with the frames that follow (never after a later :meth:`write`). Returns the
+        bytes now waiting for this connection (as :meth:`buffered`, or a recent value of it)."""
+
     def buffered(self) -> int:
         """Bytes queued but not yet handed to the kernel."""
 
@@ -109,21 +114,36 @@ class Session:
 
     # -- writing ------------------------------------------------------------------
 
-    def write_frame(self, data: bytes) -> None:
-        """Write a complete frame, closing the connection if the client cannot keep up."""
+    def _link(self) -> Link | None:
+        """The link to write to; None if closed, or closed now because the client cannot keep up."""
         link = self.link
         if self.closed or link is None:
-            return
+            return None
         if link.buffered() > SLOW_CLIENT_BUFFER_BYTES:
-            log.warning(
-                "closing slow client %s/%s: send buffer over %d bytes",
-                self.hub,
-                self.id,
-                SLOW_CLIENT_BUFFER_BYTES,
-            )
-            self.close(1008, "SlowClient")
-            return
-        link.write(data)
+            self._slow()
+            return None
+        return link
+
+    def _slow(self) -> None:
+        log.warning(
+            "closing slow client %s/%s: send buffer over %d bytes",
+            self.hub,
+            self.id,
+            SLOW_CLIENT_BUFFER_BYTES,
+        )
+        self.close(1008, "SlowClient")
+
+    def write_frame(self, data: bytes) -> None:
+        """Write a complete frame now (a reply, an ack, a control message)."""
+        link = self._link()
+        if link is not None:
+            link.write(data)
+
+    def hold_frame(self, data: bytes) -> None:
+        """Write a fan-out frame: the transport may merge it with the frames that follow."""
+        link = self.link
+        if link is not None and not self.closed and link.hold(data) > SLOW_CLIENT_BUFFER_BYTES:
+            self._slow()
 
     def push(self, encoded: Encoded | None) -> None:
         if encoded is not None:
@@ -160,7 +180,7 @@ class Session:
         mirror = self.mirror
         if mirror is not None:
             mirror.reliable_frame(self.hub, self.id, sequence_id, self.watermark, data)
-        self.write_frame(data)
+        self.hold_frame(data)
 
     def acknowledge(self, sequence_id: int) -> None:
         """The client's cumulative ``sequenceAck``."""

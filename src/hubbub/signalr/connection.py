@@ -69,6 +69,9 @@ class Channel(Protocol):
     def write(self, data: bytes) -> None:
         """Queue a WebSocket frame built by :func:`hubbub.protocols.framing.frame`; never blocks."""
 
+    def hold(self, data: bytes) -> int:
+        """:meth:`write` for fan-out frames (see :meth:`hubbub.core.session.Link.hold`)."""
+
     def send(self, payload: bytes, is_text: bool) -> None:
         """Queue one transport message (framed by the transport as it needs); never blocks."""
 

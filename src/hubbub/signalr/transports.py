@@ -97,6 +97,10 @@ class WebSocketChannel:
         if not self._transport.is_closing():
             self._transport.write(data)
 
+    def hold(self, data: bytes) -> int:
+        self.write(data)
+        return self.buffered()
+
     def send(self, payload: bytes, is_text: bool) -> None:
         self.write(frame(payload, OP_TEXT if is_text else OP_BINARY))
 
@@ -129,6 +133,10 @@ class QueueChannel:
 
     def write(self, data: bytes) -> None:
         self.send(frame_payload(data), True)
+
+    def hold(self, data: bytes) -> int:
+        self.write(data)
+        return self.buffered()
 
     def send(self, payload: bytes, is_text: bool) -> None:
         if not self.closing:

@@ -65,6 +65,13 @@ OPEN, CLOSING, CLOSED = 0, 1, 2
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
 
+#: The :class:`Coalescer` writes to 1/STEPS of the waiting connections (at least CHUNK) per step.
+CHUNK = 64
+STEPS = 8
+#: Fan-out frames one connection may hold before the publishers that can wait are held back.
+DEPTH = 2
+#: Held frames up to this many bytes in all are joined into one buffer for the write.
+JOIN_BYTES = 64 * 1024
 #: An empty, unmasked ping frame (RFC 6455 §5.5.2), the same bytes for every connection.
 PING_FRAME = bytes((0x89, 0))
 #: The answer to a client's close frame (what aiohttp answered: 1000, no reason).
@@ -86,33 +93,60 @@ class Violation(Exception):
 
 
 class Coalescer:
-    """Per event loop: merges the frames one connection is given within one loop iteration.
+    """Per event loop: writes the connections' fan-out frames, a share of the connections at a time.
 
-    A connection's first frame of an iteration goes straight to the transport (one ``send``, no
-    added latency: the common case of one broadcast per iteration costs nothing more). Further
-    frames in the same iteration (several broadcasts handled together: concurrent REST calls, a
-    batch of broker commands) are held and handed over in one ``writelines`` (one ``writev``) by a
-    callback at the end of the iteration. The transport's own buffer stays the bounded queue.
+    A fan-out frame (:meth:`ClientConnection.hold`) is not written at once: a connection that
+    starts holding frames joins the end of a queue, and a callback takes connections from its
+    front, one :data:`STEPS`-th of the queue per loop iteration (at least :data:`CHUNK`), handing
+    each one's frames to its transport together (one system call). Between steps the loop serves
+    everything else (REST calls, client messages, broker commands), and what those add to a
+    connection still in the queue rides in the same send. So an idle service writes a message in
+    the next loop iteration, and a busy one makes one system call per connection per round of
+    the queue instead of one per message: the busier, the more frames each send carries, with no
+    timer to tune. A round takes about :data:`STEPS` iterations.
+
+    Publishers that can wait (REST calls, a client's own messages) are held back while some
+    connection has :data:`DEPTH` frames waiting (``gate`` is cleared until they are written): a
+    publisher cannot run ahead of the writing by more than that, which bounds the queue and with
+    it the time a frame waits (about one round).
     """
 
-    __slots__ = ("generation", "held", "loop", "scheduled")
+    __slots__ = ("full", "gate", "held", "loop", "scheduled")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, gate: asyncio.Event) -> None:
         self.loop = loop
-        self.generation = 0
-        self.held: list[ClientConnection] = []
+        self.gate = gate
+        self.held: deque[ClientConnection] = deque()
         self.scheduled = False
+        #: connections holding DEPTH frames or more (the gate is closed while there are any)
+        self.full = 0
 
-    def schedule(self) -> None:
-        self.scheduled = True
-        self.loop.call_soon(self.flush)
+    def add(self, conn: ClientConnection) -> None:
+        self.held.append(conn)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def filled(self) -> None:
+        """A connection reached :data:`DEPTH` held frames."""
+        self.full += 1
+        self.gate.clear()
+
+    def drained(self) -> None:
+        """A connection that held :data:`DEPTH` frames or more let them go."""
+        self.full -= 1
+        if not self.full:
+            self.gate.set()
 
     def flush(self) -> None:
-        self.scheduled = False
-        self.generation += 1
-        held, self.held = self.held, []
-        for conn in held:
-            conn.flush()
+        held = self.held
+        n = len(held)
+        for _ in range(min(n, max(CHUNK, n // STEPS))):
+            held.popleft().flush()
+        if held:
+            self.loop.call_soon(self.flush)
+        else:
+            self.scheduled = False
 
 
 class Keepalive:
@@ -185,7 +219,7 @@ class Context:
         self.dispatch = dispatch
         self.max_message = max_message
         self.retention = retention
-        self.coalescer = Coalescer(loop)
+        self.coalescer = Coalescer(loop, node.writable)
         self.keepalive = Keepalive(loop)
 
 
@@ -199,7 +233,6 @@ class ClientConnection(asyncio.Protocol):
         "ctx",
         "frag",
         "frag_op",
-        "generation",
         "heard",
         "held",
         "held_bytes",
@@ -211,6 +244,7 @@ class ClientConnection(asyncio.Protocol):
         "task",
         "timer",
         "transport",
+        "unsent",
     )
 
     def __init__(self, ctx: Context, transport: asyncio.Transport) -> None:
@@ -221,10 +255,11 @@ class ClientConnection(asyncio.Protocol):
         #: something arrived since the last keepalive ping (see :class:`Keepalive`)
         self.heard = True
         self.interval = 0.0
-        # coalescing (see Coalescer)
-        self.generation = -1
+        # fan-out frames waiting for the coalescer's flush
         self.held: list[bytes] | None = None
         self.held_bytes = 0
+        #: the transport's buffer was not empty after the last write
+        self.unsent = False
         # reading: unparsed bytes, how many the next frame needs, the fragmented message so far
         self.buf: bytearray | None = None
         self.need = 0
@@ -263,36 +298,68 @@ class ClientConnection(asyncio.Protocol):
     # -- Link: what the session writes through -------------------------------------------
 
     def write(self, data: bytes) -> None:
-        coalescer = self.ctx.coalescer
-        if self.generation != coalescer.generation:  # first frame of this iteration
-            self.generation = coalescer.generation
-            if not coalescer.scheduled:
-                coalescer.schedule()
-            if self.state == OPEN and not self.transport.is_closing():
-                self.transport.write(data)
-        elif self.held is None:
-            self.held = [data]
+        """Write now (replies, acks, control frames), after the frames this connection holds."""
+        if self.held:
+            self.flush()
+        transport = self.transport
+        if self.state == OPEN and not transport.is_closing():
+            transport.write(data)
+            self.unsent = transport.get_write_buffer_size() > 0
+
+    def hold(self, data: bytes) -> int:
+        """A fan-out frame: written when the :class:`Coalescer` reaches this connection.
+
+        Returns the bytes waiting: those held plus the transport's buffer (asked only when the
+        last write left something in it: most of the time the kernel took everything).
+        """
+        held = self.held
+        if not held:
+            if held is None:  # one list per connection, reused: no garbage per message
+                held = self.held = []
+            held.append(data)
             self.held_bytes = len(data)
-            coalescer.held.append(self)
+            self.ctx.coalescer.add(self)
         else:
-            self.held.append(data)
+            held.append(data)
             self.held_bytes += len(data)
+            if len(held) == DEPTH:
+                self.ctx.coalescer.filled()
+        if self.unsent:
+            return self.held_bytes + self.transport.get_write_buffer_size()
+        return self.held_bytes
 
     def flush(self) -> None:
-        """Hand the held frames to the transport (one ``writev``); frames never follow a close."""
-        held, self.held = self.held, None
-        self.held_bytes = 0
-        if held and self.state == OPEN and not self.transport.is_closing():
-            self.transport.writelines(held)
+        """Hand the held frames to the transport in one call; frames never follow a close."""
+        held = self.held
+        if not held:
+            return
+        transport = self.transport
+        if self.state == OPEN and not transport.is_closing():
+            if len(held) == 1:
+                transport.write(held[0])
+            elif self.held_bytes <= JOIN_BYTES:  # a few small frames: copying is cheaper than a writev
+                transport.write(b"".join(held))
+            else:
+                transport.writelines(held)
+            self.unsent = transport.get_write_buffer_size() > 0
+        self._drop()
+
+    def _drop(self) -> None:
+        """Forget the held frames."""
+        held = self.held
+        if held:
+            if len(held) >= DEPTH:
+                self.ctx.coalescer.drained()
+            held.clear()
+            self.held_bytes = 0
 
     def buffered(self) -> int:
-        """Unsent bytes: the transport's buffer plus the frames held for the end of the iteration."""
+        """Unsent bytes: the transport's buffer plus the frames held for the coalescer."""
         return self.transport.get_write_buffer_size() + self.held_bytes
 
     def abort(self) -> None:
         """Drop the connection at once (no close handshake: the peer stopped answering)."""
-        self.held = None
-        self.held_bytes = 0
+        self._drop()
         self.transport.abort()
 
     def close(self, code: int, reason: str) -> None:
@@ -310,8 +377,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
-        self.held = None
-        self.held_bytes = 0
+        self._drop()
         self.buf = self.frag = None
         timer = self.timer
         if timer is not None:
@@ -556,8 +622,7 @@ class ClientConnection(asyncio.Protocol):
         if self.state != OPEN:
             return
         self.close_code = code
-        self.held = None
-        self.held_bytes = 0
+        self._drop()
         if not self.transport.is_closing():
             self.transport.write(CLOSE_REPLY)
         self._shutdown()
