@@ -8,13 +8,17 @@ from hubbub.protocols.reliable import ReliableState
 
 def test_ids_start_at_one_and_increase() -> None:
     s = ReliableState()
-    assert [s.stamp() for _ in range(3)] == [1, 2, 3]
+    ids = []
+    for _ in range(3):
+        ids.append(s.next_id)
+        assert s.record(b"x")
+    assert ids == [1, 2, 3] and s.next_id == 4
 
 
 def test_cumulative_ack_and_replay() -> None:
     s = ReliableState()
     for i in range(1, 6):
-        assert s.record(s.stamp(), f"m{i}".encode())
+        assert s.record(f"m{i}".encode())
     s.ack(3)
     assert s.unacked() == [b"m4", b"m5"]
     s.ack(2)  # stale ack is ignored
@@ -25,11 +29,11 @@ def test_cumulative_ack_and_replay() -> None:
 
 def test_overflow_by_count_and_bytes() -> None:
     s = ReliableState(max_messages=2, max_bytes=10)
-    assert s.record(s.stamp(), b"a")
-    assert s.record(s.stamp(), b"b")
-    assert not s.record(s.stamp(), b"c")
+    assert s.record(b"a")
+    assert s.record(b"b")
+    assert not s.record(b"c")
     s2 = ReliableState(max_messages=100, max_bytes=10)
-    assert not s2.record(s2.stamp(), b"x" * 11)
+    assert not s2.record(b"x" * 11)
 
 
 @given(
@@ -47,8 +51,8 @@ def test_replay_is_exactly_the_unacked_suffix(ops: list[tuple[str, object]]) -> 
     for op, arg in ops:
         if op == "send":
             assert isinstance(arg, bytes)
-            sid = s.stamp()
-            s.record(sid, arg)
+            sid = s.next_id
+            s.record(arg)
             sent.append((sid, arg))
         else:
             assert isinstance(arg, int)

@@ -225,7 +225,7 @@ class Node:
             return None
         state.next_id = adoption.last_sequence_id - len(adoption.frames) + 1
         for data in adoption.frames:
-            state.record(state.stamp(), data)
+            state.record(data)
         state.acked = state.next_id - len(adoption.frames) - 1
         session.watermark = adoption.watermark
         session.catching_up = []

@@ -120,11 +120,12 @@ class Session:
         if self.closed or link is None:
             return None
         if link.buffered() > SLOW_CLIENT_BUFFER_BYTES:
-            self._slow()
+            self.close_slow()
             return None
         return link
 
-    def _slow(self) -> None:
+    def close_slow(self) -> None:
+        """The client cannot keep up: close it (1008 ``SlowClient``)."""
         log.warning(
             "closing slow client %s/%s: send buffer over %d bytes",
             self.hub,
@@ -143,7 +144,7 @@ class Session:
         """Write a fan-out frame: the transport may merge it with the frames that follow."""
         link = self.link
         if link is not None and not self.closed and link.hold(data) > SLOW_CLIENT_BUFFER_BYTES:
-            self._slow()
+            self.close_slow()
 
     def push(self, encoded: Encoded | None) -> None:
         if encoded is not None:
@@ -161,13 +162,13 @@ class Session:
         assert state is not None
         if self.closed:
             return
-        sequence_id = state.stamp()
+        sequence_id = state.next_id
         data = frames.get(sequence_id) if frames is not None else None
         if data is None:
             data = self.codec.stamp_frame(body, sequence_id)
             if frames is not None:
                 frames[sequence_id] = data
-        if not state.record(sequence_id, data):
+        if not state.record(data):
             log.warning(
                 "closing %s/%s: reliable buffer full (%d messages, %d bytes unacknowledged)",
                 self.hub,
@@ -180,7 +181,9 @@ class Session:
         mirror = self.mirror
         if mirror is not None:
             mirror.reliable_frame(self.hub, self.id, sequence_id, self.watermark, data)
-        self.hold_frame(data)
+        link = self.link  # hold_frame, inlined (once per delivery)
+        if link is not None and link.hold(data) > SLOW_CLIENT_BUFFER_BYTES:
+            self.close_slow()
 
     def acknowledge(self, sequence_id: int) -> None:
         """The client's cumulative ``sequenceAck``."""

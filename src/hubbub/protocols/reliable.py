@@ -1,14 +1,13 @@
 """Reliable-subprotocol bookkeeping as a pure state machine (spec §4.6).
 
-One :class:`ReliableState` per reliable connection. It stamps outgoing data
-messages with strictly increasing sequence ids (from 1), keeps every stamped
+One :class:`ReliableState` per reliable connection. It numbers outgoing data
+messages with strictly increasing sequence ids (from 1, :attr:`next_id` is the
+one the next frame carries), keeps every stamped
 frame until the client's cumulative ``sequenceAck`` covers it, and answers
 "what must be resent" when the client resumes. No I/O, no clock.
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 __all__ = ["MAX_BUFFERED_BYTES", "MAX_BUFFERED_MESSAGES", "ReliableState"]
 
@@ -35,26 +34,21 @@ class ReliableState:
         self.acked = 0
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        # frames of sequence ids _first, _first + 1, ... (ids are stamped and recorded in order); plain
-        # bytes, no (id, frame) tuples, so thousands of buffered frames cost the cyclic GC nothing
-        self._pending: deque[bytes] = deque()
+        # frames of sequence ids _first, _first + 1, ... (recorded in order); plain bytes, no (id, frame)
+        # tuples, so thousands of buffered frames cost the cyclic GC nothing; a list, as an ack drops a
+        # prefix (one memmove) and the buffer is small (MAX_BUFFERED_MESSAGES)
+        self._pending: list[bytes] = []
         self._first = 1
         self._bytes = 0
         self.overflowed = False
 
-    def stamp(self) -> int:
-        """Reserve the next sequence id."""
-        sequence_id = self.next_id
-        self.next_id += 1
-        return sequence_id
-
-    def record(self, sequence_id: int, data: bytes) -> bool:
-        """Keep a sent frame until it is acknowledged; False once the buffer overflowed.
+    def record(self, data: bytes) -> bool:
+        """Keep ``data``, the frame stamped with :attr:`next_id`, until it is acknowledged, and move
+        :attr:`next_id` on; False once the buffer overflowed.
 
         An overflowed session cannot be recovered: the caller closes it with 1008.
         """
-        if not self._pending:
-            self._first = sequence_id
+        self.next_id += 1
         self._pending.append(data)
         self._bytes += len(data)
         if len(self._pending) > self.max_messages or self._bytes > self.max_bytes:
@@ -67,9 +61,11 @@ class ReliableState:
             return
         self.acked = min(sequence_id, self.next_id - 1)
         pending = self._pending
-        while pending and self._first <= self.acked:
-            self._bytes -= len(pending.popleft())
-            self._first += 1
+        done = self.acked - self._first + 1  # how many of the kept frames that covers
+        if done > 0:
+            self._bytes -= sum(map(len, pending[:done]))
+            del pending[:done]
+            self._first += done
         if self.overflowed and len(pending) <= self.max_messages and self._bytes <= self.max_bytes:
             self.overflowed = False
 

@@ -141,8 +141,9 @@ class Coalescer:
     def flush(self) -> None:
         held = self.held
         n = len(held)
+        popleft = held.popleft
         for _ in range(min(n, max(CHUNK, n // STEPS))):
-            held.popleft().flush()
+            popleft().flush()
         if held:
             self.loop.call_soon(self.flush)
         else:
@@ -258,7 +259,7 @@ class ClientConnection(asyncio.Protocol):
         # fan-out frames waiting for the coalescer's flush
         self.held: list[bytes] | None = None
         self.held_bytes = 0
-        #: the transport's buffer was not empty after the last write
+        #: the transport's buffer is over its high-water mark (between pause_writing and resume_writing)
         self.unsent = False
         # reading: unparsed bytes, how many the next frame needs, the fragmented message so far
         self.buf: bytearray | None = None
@@ -301,16 +302,14 @@ class ClientConnection(asyncio.Protocol):
         """Write now (replies, acks, control frames), after the frames this connection holds."""
         if self.held:
             self.flush()
-        transport = self.transport
-        if self.state == OPEN and not transport.is_closing():
-            transport.write(data)
-            self.unsent = transport.get_write_buffer_size() > 0
+        if self.state == OPEN and not self.transport.is_closing():
+            self.transport.write(data)
 
     def hold(self, data: bytes) -> int:
         """A fan-out frame: written when the :class:`Coalescer` reaches this connection.
 
-        Returns the bytes waiting: those held plus the transport's buffer (asked only when the
-        last write left something in it: most of the time the kernel took everything).
+        Returns the bytes waiting: those held plus the transport's buffer (asked only while the
+        transport has told us to pause writing: below its high-water mark it does not matter).
         """
         held = self.held
         if not held:
@@ -341,8 +340,10 @@ class ClientConnection(asyncio.Protocol):
                 transport.write(b"".join(held))
             else:
                 transport.writelines(held)
-            self.unsent = transport.get_write_buffer_size() > 0
-        self._drop()
+        if len(held) >= DEPTH:
+            self.ctx.coalescer.drained()
+        held.clear()
+        self.held_bytes = 0
 
     def _drop(self) -> None:
         """Forget the held frames."""
@@ -374,6 +375,12 @@ class ClientConnection(asyncio.Protocol):
         self._arm_timeout()
 
     # -- asyncio.Protocol --------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        self.unsent = True
+
+    def resume_writing(self) -> None:
+        self.unsent = False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
