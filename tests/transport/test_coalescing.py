@@ -148,3 +148,26 @@ async def test_frames_added_while_a_round_is_under_way_ride_in_the_same_send() -
         await asyncio.sleep(0)
     sends = [t.sends for _, t in conns]
     assert sends == [[first, second]] * step + [[first + second]] * (n - step)
+
+
+class BackedUpTransport(Transport):
+    """A transport with 17 MiB it could not send yet."""
+
+    def get_write_buffer_size(self) -> int:
+        return 17 << 20
+
+
+async def test_a_transport_over_its_high_water_mark_counts_toward_the_slow_client_limit() -> None:
+    h = Harness()
+    transport = BackedUpTransport()
+    conn = ClientConnection(h.ctx, transport)  # type: ignore[arg-type]
+    session = Session("hub", SIMPLE, conn)
+    conn.start(session, 60.0)
+    session.hold_frame(b"\x81\x01a")  # the transport has not paused us: its buffer is not asked
+    assert not session.closed
+    conn.pause_writing()
+    session.hold_frame(b"\x81\x01b")
+    assert session.closed
+    await asyncio.sleep(0)
+    close = transport.frames()[-1]
+    assert close[0] == 0x8 and close[1][2:] == b"SlowClient"
