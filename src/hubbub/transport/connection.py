@@ -5,9 +5,9 @@ response; then :class:`~hubbub.transport.websocket.ClientEndpoint` takes the tra
 (``transport.set_protocol``) and a :class:`ClientConnection` is all that is left of the
 connection: one object with ``__slots__`` that parses the client's frames (RFC 6455 §5:
 masking, fragmentation, control frames, size limit, UTF-8 of text messages) and holds the
-pre-built frames of a fan-out for the per-loop :class:`Coalescer`, which writes them. No task, queue, stream reader or
-coroutine frame is kept while the connection is idle; a task exists only while a client message
-is being handled (messages of one connection are handled one at a time, in order).
+pre-built frames of a fan-out for the per-loop :class:`Coalescer`, which writes them. No task,
+queue, stream reader or coroutine frame is kept while the connection is idle; a task exists only
+while a client message is being handled (messages of one connection are handled one at a time, in order).
 
 Close codes follow RFC 6455 §7.4 and what aiohttp answered before: protocol errors 1002 (reserved
 bits, unknown opcode, fragmented or oversized control frame, bad continuation, unmasked frame,
