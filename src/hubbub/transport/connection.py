@@ -65,9 +65,8 @@ OPEN, CLOSING, CLOSED = 0, 1, 2
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
 
-#: The :class:`Coalescer` writes to 1/STEPS of the waiting connections (at least CHUNK) per step.
-CHUNK = 64
-STEPS = 8
+#: How many connections the :class:`Coalescer` writes to per loop iteration (~1 ms of sends here).
+CHUNK = 128
 #: Fan-out frames one connection may hold before the publishers that can wait are held back.
 DEPTH = 2
 #: Held frames up to this many bytes in all are joined into one buffer for the write.
@@ -93,17 +92,16 @@ class Violation(Exception):
 
 
 class Coalescer:
-    """Per event loop: writes the connections' fan-out frames, a share of the connections at a time.
+    """Per event loop: writes the connections' fan-out frames, a few connections at a time.
 
     A fan-out frame (:meth:`ClientConnection.hold`) is not written at once: a connection that
-    starts holding frames joins the end of a queue, and a callback takes connections from its
-    front, one :data:`STEPS`-th of the queue per loop iteration (at least :data:`CHUNK`), handing
-    each one's frames to its transport together (one system call). Between steps the loop serves
-    everything else (REST calls, client messages, broker commands), and what those add to a
-    connection still in the queue rides in the same send. So an idle service writes a message in
-    the next loop iteration, and a busy one makes one system call per connection per round of
-    the queue instead of one per message: the busier, the more frames each send carries, with no
-    timer to tune. A round takes about :data:`STEPS` iterations.
+    starts holding frames joins the end of a queue, and a callback takes :data:`CHUNK` connections
+    from its front per loop iteration, handing each one's frames to its transport together (one
+    system call). Between steps the loop serves everything else (REST calls, client messages,
+    broker commands), and what those add to a connection still in the queue rides in the same
+    send. So an idle service writes a message in the next loop iteration, and a busy one makes one
+    system call per connection per round of the queue instead of one per message: the busier, the
+    more frames each send carries, with no timer to tune.
 
     Publishers that can wait (REST calls, a client's own messages) are held back while some
     connection has :data:`DEPTH` frames waiting (``gate`` is cleared until they are written): a
@@ -140,9 +138,8 @@ class Coalescer:
 
     def flush(self) -> None:
         held = self.held
-        n = len(held)
         popleft = held.popleft
-        for _ in range(min(n, max(CHUNK, n // STEPS))):
+        for _ in range(min(len(held), CHUNK)):
             popleft().flush()
         if held:
             self.loop.call_soon(self.flush)
