@@ -12,6 +12,7 @@ import asyncio
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp.test_utils import TestServer
 
 from hubbub.api.app import NODE_KEY
@@ -171,3 +172,29 @@ async def test_a_transport_over_its_high_water_mark_counts_toward_the_slow_clien
     await asyncio.sleep(0)
     close = transport.frames()[-1]
     assert close[0] == 0x8 and close[1][2:] == b"SlowClient"
+
+
+class BrokenTransport(Transport):
+    def write(self, data: bytes) -> None:
+        raise RuntimeError("the handle is closed")
+
+
+async def test_a_failed_write_stops_neither_the_writer_nor_the_publishers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = Harness()
+    pairs = []
+    for transport in (BrokenTransport(), Transport()):
+        conn = ClientConnection(h.ctx, transport)  # type: ignore[arg-type]
+        conn.start(Session("hub", SIMPLE, conn), 60.0)
+        pairs.append((conn, transport))
+    frames = [b"\x81\x01" + bytes([65 + i]) for i in range(DEPTH)]
+    for data in frames:
+        for conn, _ in pairs:
+            conn.hold(data)
+    assert h.ctx.coalescer.full == 2 and not h.node.writable.is_set()
+    while h.ctx.coalescer.held:
+        await asyncio.sleep(0)
+    assert h.ctx.coalescer.full == 0 and h.node.writable.is_set()
+    assert pairs[1][1].out == b"".join(frames)
+    assert "the handle is closed" in caplog.text

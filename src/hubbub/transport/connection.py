@@ -139,12 +139,14 @@ class Coalescer:
     def flush(self) -> None:
         held = self.held
         popleft = held.popleft
-        for _ in range(min(len(held), CHUNK)):
-            popleft().flush()
-        if held:
-            self.loop.call_soon(self.flush)
-        else:
-            self.scheduled = False
+        try:
+            for _ in range(min(len(held), CHUNK)):
+                popleft().flush()
+        finally:  # a failed write (logged by the loop) must not stop the writer
+            if held:
+                self.loop.call_soon(self.flush)
+            else:
+                self.scheduled = False
 
 
 class Keepalive:
@@ -329,18 +331,19 @@ class ClientConnection(asyncio.Protocol):
         held = self.held
         if not held:
             return
+        if len(held) == 1:
+            data: bytes | list[bytes] = held[0]
+        elif self.held_bytes <= JOIN_BYTES:  # a few small frames: copying is cheaper than a writev
+            data = b"".join(held)
+        else:
+            data = held.copy()
+        self._drop()  # first: the bookkeeping stays right even if the write fails
         transport = self.transport
         if self.state == OPEN and not transport.is_closing():
-            if len(held) == 1:
-                transport.write(held[0])
-            elif self.held_bytes <= JOIN_BYTES:  # a few small frames: copying is cheaper than a writev
-                transport.write(b"".join(held))
+            if isinstance(data, list):
+                transport.writelines(data)
             else:
-                transport.writelines(held)
-        if len(held) >= DEPTH:
-            self.ctx.coalescer.drained()
-        held.clear()
-        self.held_bytes = 0
+                transport.write(data)
 
     def _drop(self) -> None:
         """Forget the held frames."""
