@@ -27,6 +27,15 @@ def test_cumulative_ack_and_replay() -> None:
     assert s.unacked() == [] and s.acked == 5 and s.pending_bytes == 0
 
 
+def test_a_buffer_that_starts_past_one_acks_by_sequence_id() -> None:
+    s = ReliableState()
+    s.next_id = 100  # a session taken over from another node: its buffer starts at 100
+    for i in range(100, 105):
+        assert s.record(f"m{i}".encode())
+    s.ack(102)
+    assert s.unacked() == [b"m103", b"m104"] and s.pending_bytes == 8
+
+
 def test_overflow_by_count_and_bytes() -> None:
     s = ReliableState(max_messages=2, max_bytes=10)
     assert s.record(b"a")

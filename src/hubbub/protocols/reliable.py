@@ -48,6 +48,8 @@ class ReliableState:
 
         An overflowed session cannot be recovered: the caller closes it with 1008.
         """
+        if not self._pending:  # the buffer restarts at this id (also after next_id was set: a takeover)
+            self._first = self.next_id
         self.next_id += 1
         self._pending.append(data)
         self._bytes += len(data)
