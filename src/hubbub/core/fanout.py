@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from hubbub.core.session import SLOW_CLIENT_BUFFER_BYTES, Session
+from hubbub.core.session import Session
 from hubbub.filters import Filter
 from hubbub.protocols.base import Codec
 from hubbub.protocols.events import DataMessage
@@ -64,10 +64,8 @@ def deliver(
             else:
                 data = cache[key] = frame_for(codec, message) if cached is None else cached
                 frames = None
-        if frames is None:  # Session.hold_frame, inlined: this loop runs once per delivery
-            link = session.link
-            if link is not None and not session.closed and link.hold(data) > SLOW_CLIENT_BUFFER_BYTES:
-                session.close_slow()
+        if frames is None:
+            session.hold_frame(data)
         else:
             session.write_sequenced(data, frames)
         count += 1

@@ -38,7 +38,8 @@ class Link(Protocol):
     def hold(self, data: bytes) -> int:
         """Like :meth:`write`, for fan-out frames: the transport may hold it briefly to send it
         together with the frames that follow (never after a later :meth:`write`). Returns the
-        bytes now waiting for this connection (as :meth:`buffered`, or a recent value of it)."""
+        bytes now waiting for this connection (as :meth:`buffered`; a transport may leave out its
+        own buffer while that is below its high-water mark)."""
 
     def buffered(self) -> int:
         """Bytes queued but not yet handed to the kernel."""
@@ -181,9 +182,7 @@ class Session:
         mirror = self.mirror
         if mirror is not None:
             mirror.reliable_frame(self.hub, self.id, sequence_id, self.watermark, data)
-        link = self.link  # hold_frame, inlined (once per delivery)
-        if link is not None and link.hold(data) > SLOW_CLIENT_BUFFER_BYTES:
-            self.close_slow()
+        self.hold_frame(data)
 
     def acknowledge(self, sequence_id: int) -> None:
         """The client's cumulative ``sequenceAck``."""
